@@ -1,0 +1,80 @@
+//! The `Intervention` trait every plugin implements, and the registry that finds plugins.
+//!
+//! An intervention edits one hook point. At a representation hook it returns the change
+//! `Φ(h) − h`, and the caller applies it where the position mask `m` is 1:
+//! `h' = h + m ⊙ (Φ(h) − h)`. At a linear-module hook (LoRA's kind) it returns a term added
+//! to the module's output as a function of the module's input.
+
+mod registry;
+mod spec;
+
+pub use registry::{find, register_dynamic, registered, PluginFactory};
+pub use spec::{parse_options, BuildSpec};
+
+use crate::error::Result;
+use crate::rng::SeededRng;
+use candle_core::{Tensor, Var};
+use std::cell::RefCell;
+
+/// What an intervention may know about the batch it runs on.
+pub struct Ctx<'a> {
+    /// `[batch, seq, 1]` 0/1 edit mask in the hidden state's dtype (representation hooks).
+    pub mask: &'a Tensor,
+    /// Training mode: dropout is active only here.
+    pub train: bool,
+    /// Seeded randomness for dropout, so training runs repeat exactly.
+    pub rng: &'a RefCell<SeededRng>,
+}
+
+/// A named tensor an intervention owns. Trainable ones are optimised; the rest (e.g. fixed
+/// signs of a rotation) are saved and loaded with the adapter but never updated.
+pub struct NamedVar {
+    pub name: String,
+    pub var: Var,
+    pub trainable: bool,
+}
+
+impl NamedVar {
+    pub fn trainable(name: &str, var: Var) -> Self {
+        NamedVar {
+            name: name.to_string(),
+            var,
+            trainable: true,
+        }
+    }
+    pub fn fixed(name: &str, var: Var) -> Self {
+        NamedVar {
+            name: name.to_string(),
+            var,
+            trainable: false,
+        }
+    }
+}
+
+pub trait Intervention: Send + Sync {
+    /// The registered plugin name (`loreft`, `lora`, …).
+    fn kind(&self) -> &str;
+
+    /// The change this intervention makes at its hook, for every position (masking is the
+    /// caller's job at representation hooks). Shapes: `input` is `[batch, seq, in]`; the
+    /// result is `[batch, seq, out]` (equal widths at representation hooks).
+    fn delta(&self, input: &Tensor, ctx: &Ctx) -> Result<Tensor>;
+
+    /// Every tensor this intervention owns, with stable names (saved in adapters).
+    fn state(&self) -> Vec<NamedVar>;
+
+    /// Trainable scalars, counted exactly.
+    fn num_trainable(&self) -> usize {
+        self.state()
+            .iter()
+            .filter(|v| v.trainable)
+            .map(|v| v.var.elem_count())
+            .sum()
+    }
+
+    /// For linear-module interventions that can be folded into the frozen weight
+    /// (LoRA: `s·B·A`): the `[out, in]` weight delta. `None` means it cannot be merged.
+    fn merged_weight_delta(&self) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+}

@@ -1,0 +1,24 @@
+//! reft-core: the pieces every reft tool stands on.
+//!
+//! Data flows one way: recipe -> resolved plan -> backbone with attached interventions
+//! -> trainer -> adapter artifact -> exporter -> runtime. No module reaches back up that chain.
+
+pub mod assets;
+pub mod attach;
+pub mod collect;
+pub mod error;
+pub mod hooks;
+pub mod intervention;
+pub mod model;
+pub mod nn;
+pub mod positions;
+pub mod recipe;
+pub mod rng;
+
+pub use error::{Error, Result};
+
+/// Re-exported so plugins build against exactly the candle the host uses.
+pub use candle_core;
+pub use candle_nn;
+pub use inventory;
+pub use serde_yaml;

@@ -1,0 +1,322 @@
+//! A BERT-family encoder (BERT, MiniLM, …) in the Hugging Face layout
+//! (`config.json`, `model.safetensors`, `tokenizer.json`), with every hook point.
+//!
+//! Numerics follow `transformers.BertModel` in eval mode with eager attention: post-norm
+//! layers, exact (erf) GELU, additive attention mask.
+
+use super::safetensors_file::WeightFile;
+use super::{Backbone, Batch, Hooks};
+use crate::error::{Error, Result};
+use crate::hooks::{Component, HookSurface, LinearModule, Site};
+use crate::nn::{softmax_last, LayerNorm, Linear};
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub model_type: Option<String>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+impl BertConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let c: BertConfig = serde_json::from_str(&text).map_err(|e| {
+            Error::model(path, format!("line {}:{}: {e}", e.line(), e.column()))
+        })?;
+        c.validate(path)?;
+        Ok(c)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |m: String| Err(Error::model(path, m));
+        if let Some(t) = &self.model_type {
+            if !matches!(t.as_str(), "bert" | "roberta" | "xlm-roberta" | "distilbert" | "electra") {
+                return bad(format!("model_type `{t}` is not a BERT-family encoder"));
+            }
+        }
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ] {
+            if v == 0 || v > 1 << 24 {
+                return bad(format!("`{name}` = {v} is out of range"));
+            }
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return bad(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if !matches!(self.hidden_act.as_str(), "gelu" | "relu" | "gelu_new" | "gelu_pytorch_tanh") {
+            return bad(format!("hidden_act `{}` is not supported (gelu, gelu_new, relu)", self.hidden_act));
+        }
+        Ok(())
+    }
+
+    fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+/// The widths at each hook point of a BERT config: shared by the loaded model and by
+/// `reft check`, which validates a recipe from `config.json` alone.
+impl HookSurface for BertConfig {
+    fn num_layers(&self) -> usize {
+        self.num_hidden_layers
+    }
+    fn component_dims(&self, c: Component) -> Option<(usize, usize)> {
+        let (d, i) = (self.hidden_size, self.intermediate_size);
+        Some(match c {
+            Component::MlpActivation => (i, i),
+            Component::Linear(LinearModule::MlpUp) => (d, i),
+            Component::Linear(LinearModule::MlpDown) => (i, d),
+            Component::Linear(LinearModule::MlpGate) => return None,
+            _ => (d, d),
+        })
+    }
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    up: Linear,
+    down: Linear,
+    out_norm: LayerNorm,
+}
+
+pub struct Bert {
+    pub config: BertConfig,
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    emb_norm: LayerNorm,
+    layers: Vec<Layer>,
+    /// The pretrained pooler (dense + tanh on [CLS]), when the checkpoint has one.
+    pooler: Option<Linear>,
+    num_parameters: usize,
+    device: Device,
+}
+
+impl Bert {
+    /// Load `config.json` and `model.safetensors` from `dir`.
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let config = BertConfig::load(&dir.join("config.json"))?;
+        let weights_path = dir.join("model.safetensors");
+        if !weights_path.exists() {
+            return Err(Error::model(&weights_path, "weight file not found"));
+        }
+        let mut w = WeightFile::load(&weights_path, dtype, device)?;
+        Self::from_weights(config, &mut w, device)
+    }
+
+    pub fn from_weights(config: BertConfig, w: &mut WeightFile, device: &Device) -> Result<Self> {
+        if !w.contains("embeddings.word_embeddings.weight") {
+            for prefix in ["bert.", "model.", "roberta."] {
+                if w.names().any(|n| n.starts_with(prefix)) {
+                    w.strip_prefix(prefix);
+                    break;
+                }
+            }
+        }
+        let (d, i) = (config.hidden_size, config.intermediate_size);
+        let eps = config.layer_norm_eps;
+        let lin = |w: &WeightFile, name: &str, out: usize, inp: usize| -> Result<Linear> {
+            Ok(Linear::new(
+                w.get(&format!("{name}.weight"), &[out, inp])?,
+                Some(w.get(&format!("{name}.bias"), &[out])?),
+            ))
+        };
+        let norm = |w: &WeightFile, name: &str| -> Result<LayerNorm> {
+            // Old checkpoints call the LayerNorm parameters gamma/beta.
+            let (wn, bn) = if w.contains(&format!("{name}.gamma")) {
+                ("gamma", "beta")
+            } else {
+                ("weight", "bias")
+            };
+            Ok(LayerNorm {
+                weight: w.get(&format!("{name}.{wn}"), &[d])?,
+                bias: w.get(&format!("{name}.{bn}"), &[d])?,
+                eps,
+            })
+        };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for l in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{l}");
+            layers.push(Layer {
+                query: lin(w, &format!("{p}.attention.self.query"), d, d)?,
+                key: lin(w, &format!("{p}.attention.self.key"), d, d)?,
+                value: lin(w, &format!("{p}.attention.self.value"), d, d)?,
+                attn_out: lin(w, &format!("{p}.attention.output.dense"), d, d)?,
+                attn_norm: norm(w, &format!("{p}.attention.output.LayerNorm"))?,
+                up: lin(w, &format!("{p}.intermediate.dense"), i, d)?,
+                down: lin(w, &format!("{p}.output.dense"), d, i)?,
+                out_norm: norm(w, &format!("{p}.output.LayerNorm"))?,
+            });
+        }
+        let pooler = if w.contains("pooler.dense.weight") {
+            Some(lin(w, "pooler.dense", d, d)?)
+        } else {
+            None
+        };
+        Ok(Bert {
+            word: w.get("embeddings.word_embeddings.weight", &[config.vocab_size, d])?,
+            position: w.get(
+                "embeddings.position_embeddings.weight",
+                &[config.max_position_embeddings, d],
+            )?,
+            token_type: w.get(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, d],
+            )?,
+            emb_norm: norm(w, "embeddings.LayerNorm")?,
+            layers,
+            pooler,
+            num_parameters: w.num_parameters(),
+            device: device.clone(),
+            config,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The pretrained pooler applied to the first token: `tanh(W h[:,0] + b)`, `[batch, d]`.
+    pub fn pool_cls(&self, hidden: &Tensor) -> Result<Option<Tensor>> {
+        let Some(p) = &self.pooler else { return Ok(None) };
+        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+        Ok(Some(p.forward(&cls)?.tanh()?))
+    }
+
+    fn activation(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self.config.hidden_act.as_str() {
+            "relu" => x.relu()?,
+            "gelu_new" | "gelu_pytorch_tanh" => x.gelu()?,
+            _ => x.gelu_erf()?,
+        })
+    }
+
+    fn embed(&self, batch: &Batch) -> Result<Tensor> {
+        let (b, s) = batch.dims();
+        if s > self.config.max_position_embeddings {
+            return Err(Error::Shape {
+                context: "input_ids".into(),
+                expected: format!("at most {} tokens", self.config.max_position_embeddings),
+                got: vec![b, s],
+            });
+        }
+        let ids = batch.input_ids.flatten_all()?;
+        let max_id = ids.max(0)?.to_scalar::<u32>()? as usize;
+        if max_id >= self.config.vocab_size {
+            return Err(Error::Other(format!(
+                "token id {max_id} is outside the vocabulary of {} tokens (wrong tokenizer for this model?)",
+                self.config.vocab_size
+            )));
+        }
+        let words = self.word.index_select(&ids, 0)?.reshape((b, s, ()))?;
+        let pos = self.position.narrow(0, 0, s)?.unsqueeze(0)?;
+        // token_type_ids are all 0 for single-segment inputs.
+        let ty = self.token_type.narrow(0, 0, 1)?.unsqueeze(0)?;
+        let e = words.broadcast_add(&pos)?.broadcast_add(&ty)?;
+        Ok(self.emb_norm.forward(&e)?)
+    }
+
+    fn attention(&self, l: usize, layer: &Layer, x: &Tensor, bias: &Tensor, hooks: &dyn Hooks) -> Result<Tensor> {
+        let (b, s, d) = x.dims3()?;
+        let h = self.config.num_attention_heads;
+        let hd = self.config.head_dim();
+        let lin = |m: LinearModule, f: &Linear, inp: &Tensor| -> Result<Tensor> {
+            hooks.linear(Site::new(l, Component::Linear(m)), inp, f.forward(inp)?)
+        };
+        let split = |t: Tensor| -> Result<Tensor> {
+            Ok(t.reshape((b, s, h, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = split(lin(LinearModule::Query, &layer.query, x)?)?;
+        let k = split(lin(LinearModule::Key, &layer.key, x)?)?;
+        let v = split(lin(LinearModule::Value, &layer.value, x)?)?;
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(bias)?;
+        let probs = softmax_last(&scores)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?;
+        let ctx = hooks.representation(Site::new(l, Component::AttentionValueOutput), ctx)?;
+        lin(LinearModule::AttentionOut, &layer.attn_out, &ctx)
+    }
+}
+
+impl HookSurface for Bert {
+    fn num_layers(&self) -> usize {
+        self.config.num_layers()
+    }
+    fn component_dims(&self, c: Component) -> Option<(usize, usize)> {
+        self.config.component_dims(c)
+    }
+}
+
+impl Backbone for Bert {
+    fn arch(&self) -> &str {
+        "bert"
+    }
+    fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+    fn num_parameters(&self) -> usize {
+        self.num_parameters
+    }
+
+    fn pool_first(&self, hidden: &Tensor) -> Result<Option<Tensor>> {
+        self.pool_cls(hidden)
+    }
+
+    fn forward(&self, batch: &Batch, hooks: &dyn Hooks) -> Result<Tensor> {
+        let (b, s) = batch.dims();
+        let mut h = hooks.representation(Site::embeddings(), self.embed(batch)?)?;
+        // Additive mask [b, 1, 1, s]: 0 on real keys, a large negative number on padding.
+        let bias = ((batch.attention_mask.to_dtype(h.dtype())? - 1.0)? * 1e9)?.reshape((b, 1, 1, s))?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let site = |c| Site::new(l, c);
+            let x = hooks.representation(site(Component::BlockInput), h)?;
+            let a = self.attention(l, layer, &x, &bias, hooks)?;
+            let a = layer.attn_norm.forward(&(a + &x)?)?;
+            let a = hooks.representation(site(Component::AttentionOutput), a)?;
+            let up = hooks.linear(site(Component::Linear(LinearModule::MlpUp)), &a, layer.up.forward(&a)?)?;
+            let act = hooks.representation(site(Component::MlpActivation), self.activation(&up)?)?;
+            let down = hooks.linear(site(Component::Linear(LinearModule::MlpDown)), &act, layer.down.forward(&act)?)?;
+            let o = hooks.representation(site(Component::MlpOutput), down)?;
+            let out = layer.out_norm.forward(&(o + &a)?)?;
+            h = hooks.representation(site(Component::BlockOutput), out)?;
+        }
+        Ok(h)
+    }
+}

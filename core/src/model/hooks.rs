@@ -1,0 +1,25 @@
+//! The callback a backbone makes at each hook point during a forward pass.
+
+use crate::hooks::Site;
+use crate::Result;
+use candle_core::Tensor;
+
+pub trait Hooks {
+    /// A representation hook: return the (possibly edited) hidden state at `site`.
+    fn representation(&self, site: Site, h: Tensor) -> Result<Tensor>;
+    /// A linear-module hook: `x` is the module's input, `y` its frozen output; return the
+    /// (possibly adjusted) output.
+    fn linear(&self, site: Site, x: &Tensor, y: Tensor) -> Result<Tensor>;
+}
+
+/// The unmodified model.
+pub struct NoHooks;
+
+impl Hooks for NoHooks {
+    fn representation(&self, _: Site, h: Tensor) -> Result<Tensor> {
+        Ok(h)
+    }
+    fn linear(&self, _: Site, _: &Tensor, y: Tensor) -> Result<Tensor> {
+        Ok(y)
+    }
+}

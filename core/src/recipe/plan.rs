@@ -1,0 +1,175 @@
+//! Validating a recipe against the registry and the model into a plan: each intervention
+//! resolved to concrete hook sites, position masks and a plugin, with its parameter count.
+
+use super::LoadedRecipe;
+use crate::error::{Error, Location, Result};
+use crate::hooks::{HookKind, HookPattern, HookSurface, Site};
+use crate::intervention::{self, BuildSpec, Intervention, PluginFactory};
+use crate::model::{self, ModelInfo};
+use crate::positions::Positions;
+use crate::rng::SeededRng;
+use candle_core::{DType, Device};
+use std::path::PathBuf;
+
+/// One intervention instance at one site.
+pub struct PlannedIntervention {
+    /// Index of the recipe entry it came from.
+    pub entry: usize,
+    /// Unique, stable name: the prefix of its tensors in adapters.
+    pub name: String,
+    pub factory: &'static PluginFactory,
+    pub site: Site,
+    pub positions: Positions,
+    pub options: serde_yaml::Mapping,
+    pub in_dim: usize,
+    pub out_dim: usize,
+    /// Exact count of trainable scalars.
+    pub trainable: usize,
+    /// Where the recipe declares it.
+    pub location: Option<Location>,
+}
+
+impl PlannedIntervention {
+    /// Build the intervention, drawing its initial weights from `rng`.
+    pub fn build(&self, device: &Device, dtype: DType, rng: &mut SeededRng) -> Result<Box<dyn Intervention>> {
+        let mut spec = BuildSpec {
+            options: &self.options,
+            site: self.site,
+            in_dim: self.in_dim,
+            out_dim: self.out_dim,
+            device,
+            dtype,
+            rng,
+        };
+        (self.factory.build)(&mut spec)
+    }
+}
+
+pub struct Plan {
+    pub recipe: LoadedRecipe,
+    pub model_dir: PathBuf,
+    pub model: ModelInfo,
+    pub interventions: Vec<PlannedIntervention>,
+}
+
+impl Plan {
+    /// Check the recipe against the registry and the model folder's config.
+    pub fn new(recipe: LoadedRecipe) -> Result<Plan> {
+        let model_dir = recipe.resolve_path("model.path", &recipe.recipe.model.path)?;
+        let model = model::inspect(&model_dir)
+            .map_err(|e| recipe.error_at("model.path", e.to_string()))?;
+        let mut interventions = Vec::new();
+        for (i, spec) in recipe.recipe.interventions.iter().enumerate() {
+            interventions.extend(plan_entry(&recipe, i, spec, &model.config)?);
+        }
+        Ok(Plan {
+            recipe,
+            model_dir,
+            model,
+            interventions,
+        })
+    }
+
+    pub fn total_trainable(&self) -> usize {
+        self.interventions.iter().map(|p| p.trainable).sum()
+    }
+}
+
+fn plan_entry(
+    recipe: &LoadedRecipe,
+    i: usize,
+    spec: &super::InterventionSpec,
+    surface: &dyn HookSurface,
+) -> Result<Vec<PlannedIntervention>> {
+    let at = |p: &str| format!("interventions[{i}]{p}");
+    let factory = intervention::find(&spec.kind).map_err(|e| recipe.error_at(&at(".kind"), e.to_string()))?;
+
+    let positions = match &spec.positions {
+        None => Positions::All,
+        Some(text) => {
+            let p: Positions = text
+                .parse()
+                .map_err(|e: Error| recipe.error_at(&at(".positions"), e.to_string()))?;
+            if factory.hook_kind == HookKind::Linear && p != Positions::All {
+                return Err(recipe.error_at(
+                    &at(".positions"),
+                    format!("`{}` wraps linear modules and applies at every position; remove `positions`", spec.kind),
+                ));
+            }
+            p
+        }
+    };
+
+    let hooks = spec.hooks.as_slice();
+    if hooks.is_empty() {
+        return Err(recipe.error_at(&at(".hooks"), "`hooks` is empty: name at least one hook point"));
+    }
+    let mut sites = Vec::new();
+    for (j, text) in hooks.iter().enumerate() {
+        let hook_path = if spec.hooks.is_list() { at(&format!(".hooks[{j}]")) } else { at(".hooks") };
+        let resolved = HookPattern::parse(text)
+            .and_then(|p| p.resolve(surface))
+            .map_err(|e| recipe.error_at(&hook_path, e.to_string()))?;
+        for site in resolved {
+            if site.kind() != factory.hook_kind {
+                let want = match factory.hook_kind {
+                    HookKind::Representation => "a representation such as `layers[2].block_output`",
+                    HookKind::Linear => "a linear module such as `layers[*].attention.query`",
+                };
+                return Err(recipe.error_at(
+                    &hook_path,
+                    format!("`{}` attaches to {want}, but `{site}` is not one", spec.kind),
+                ));
+            }
+            if !sites.iter().any(|(s, _)| *s == site) {
+                sites.push((site, hook_path.clone()));
+            }
+        }
+    }
+
+    let location = recipe.source.value(&at("")).map(|(line, column)| Location {
+        file: recipe.path.clone(),
+        line,
+        column,
+    });
+    let base_name = spec.name.clone().unwrap_or_else(|| format!("{i}.{}", spec.kind));
+    let mut out = Vec::new();
+    for (site, _) in sites {
+        let (in_dim, out_dim) = surface
+            .component_dims(site.component)
+            .expect("resolved sites exist on the model");
+        let mut planned = PlannedIntervention {
+            entry: i,
+            name: format!("{base_name}.{site}"),
+            factory,
+            site,
+            positions,
+            options: spec.options.clone(),
+            in_dim,
+            out_dim,
+            trainable: 0,
+            location: location.clone(),
+        };
+        // A dry build on the CPU validates the plugin's options and counts its parameters.
+        let probe = planned
+            .build(&Device::Cpu, DType::F32, &mut SeededRng::new(0))
+            .map_err(|e| option_error(recipe, i, spec, e))?;
+        planned.trainable = probe.num_trainable();
+        out.push(planned);
+    }
+    Ok(out)
+}
+
+/// Point a plugin's complaint at the offending key when the message names one.
+fn option_error(recipe: &LoadedRecipe, i: usize, spec: &super::InterventionSpec, e: Error) -> Error {
+    let message = e.to_string();
+    let key = spec
+        .options
+        .keys()
+        .filter_map(|k| k.as_str())
+        .find(|k| message.contains(&format!("`{k}`")));
+    match key {
+        Some(k) => recipe.error_at_key(&format!("interventions[{i}].{k}"), message),
+        None => recipe.error_at(&format!("interventions[{i}]"), message),
+    }
+}
