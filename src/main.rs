@@ -1,1 +1,23 @@
-fn main(){}
+//! `reft`: the command-line front end. It parses arguments and calls reft-core; the work
+//! (and every check) lives in the libraries.
+
+mod cli;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+// Built-in plugins register through `inventory`; naming the crate keeps the linker from
+// dropping it (and with it, every registration).
+use reft_plugins as _;
+
+fn main() -> ExitCode {
+    reft_plugins::link();
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod collect;
 pub mod error;
 pub mod hooks;
 pub mod intervention;
+pub mod io;
 pub mod model;
 pub mod nn;
 pub mod positions;

@@ -60,6 +60,14 @@ pub enum ModelConfig {
     Bert(bert::BertConfig),
 }
 
+impl ModelConfig {
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            ModelConfig::Bert(c) => c.hidden_size,
+        }
+    }
+}
+
 impl HookSurface for ModelConfig {
     fn num_layers(&self) -> usize {
         match self {

@@ -70,8 +70,19 @@ impl Plan {
         })
     }
 
+    /// Trainable scalars of the interventions (the task head not included).
     pub fn total_trainable(&self) -> usize {
         self.interventions.iter().map(|p| p.trainable).sum()
+    }
+
+    /// Trainable scalars of the task head: a linear classifier `hidden → num_labels` for
+    /// classification, none for causal LM (the frozen LM head is reused).
+    pub fn head_parameters(&self) -> usize {
+        let t = &self.recipe.recipe.task;
+        match t.kind {
+            crate::recipe::TaskKind::Classification => self.model.config.hidden_size() * t.num_labels + t.num_labels,
+            crate::recipe::TaskKind::CausalLm => 0,
+        }
     }
 }
 

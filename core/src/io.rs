@@ -1,0 +1,40 @@
+//! Writing files so a crash never leaves a half-written one: write beside the target,
+//! flush to disk, then rename over it (atomic on POSIX file systems).
+
+use crate::error::{Error, Result};
+use candle_core::Tensor;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+fn temp_beside(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Write `bytes` to `path` atomically, creating the parent folder if needed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let tmp = temp_beside(path);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// Save named tensors as safetensors, atomically.
+pub fn save_safetensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let views: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let bytes = safetensors::serialize(views.iter().map(|(k, v)| (k.as_str(), v)), None)
+        .map_err(|e| Error::Other(format!("cannot serialise tensors for {}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}

@@ -1,0 +1,83 @@
+//! `reft check RECIPE`: validate and print the plan.
+
+use super::format::thousands;
+use reft_core::recipe::{LoadedRecipe, Plan, TaskKind};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The recipe to check.
+    recipe: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let plan = Plan::new(LoadedRecipe::load(&args.recipe)?)?;
+    print!("{}", render(&plan));
+    Ok(())
+}
+
+fn render(plan: &Plan) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let r = &plan.recipe.recipe;
+    let base = plan.model.num_parameters;
+    let _ = writeln!(s, "recipe  {}", plan.recipe.path.display());
+    let _ = writeln!(
+        s,
+        "model   {} ({}, {} layers, {} frozen parameters)",
+        plan.model_dir.display(),
+        plan.model.arch,
+        reft_core::hooks::HookSurface::num_layers(&plan.model.config),
+        thousands(base)
+    );
+    let head = plan.head_parameters();
+    let task = match r.task.kind {
+        TaskKind::Classification => format!("classification, {} labels, {:?} pooling", r.task.num_labels, r.task.pooling).to_lowercase(),
+        TaskKind::CausalLm => "causal_lm".to_string(),
+    };
+    let _ = writeln!(s, "task    {task}");
+    let _ = writeln!(s);
+    let rows: Vec<[String; 5]> = plan
+        .interventions
+        .iter()
+        .map(|p| {
+            [
+                p.entry.to_string(),
+                p.site.to_string(),
+                p.factory.name.to_string(),
+                p.positions.to_string(),
+                thousands(p.trainable),
+            ]
+        })
+        .collect();
+    let header = ["#", "hook", "plugin", "positions", "trainable"];
+    let mut w = header.map(|h| h.len());
+    for row in &rows {
+        for (i, c) in row.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |c: &[String; 5]| {
+        format!("{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}\n", c[0], c[1], c[2], c[3], c[4],
+            w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4])
+    };
+    s.push_str(&line(&header.map(String::from)));
+    for row in &rows {
+        s.push_str(&line(row));
+    }
+    if rows.is_empty() {
+        let _ = writeln!(s, "(no interventions: only the task head trains)");
+    }
+    let total = plan.total_trainable() + head;
+    if head > 0 {
+        let _ = writeln!(s, "task head: {} trainable", thousands(head));
+    }
+    let _ = writeln!(
+        s,
+        "total trainable: {} ({:.4}% of the base model's {})",
+        thousands(total),
+        100.0 * total as f64 / base.max(1) as f64,
+        thousands(base)
+    );
+    s
+}

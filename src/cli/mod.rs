@@ -1,0 +1,44 @@
+//! Argument definitions and dispatch.
+
+mod check;
+mod collect;
+mod format;
+mod plugins;
+mod setup;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "reft",
+    version,
+    about = "Representation finetuning (ReFT) and LoRA for frozen transformers",
+    long_about = "Representation finetuning (ReFT) and LoRA for frozen transformers.\n\n\
+Write a YAML recipe that attaches intervention plugins to hook points of a model, check it,\n\
+and capture representations. Start with `reft setup`, then `reft check configs/loreft_r4_layers2_4.yaml`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch the default model, data and ONNX Runtime into reft's cache folder.
+    Setup(setup::Args),
+    /// List the registered intervention plugins.
+    Plugins(plugins::Args),
+    /// Validate a recipe and print its plan: hooks, positions, plugins, trainable parameters.
+    Check(check::Args),
+    /// Capture representations at hook points into a safetensors file.
+    Collect(collect::Args),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Setup(a) => setup::run(a),
+        Command::Plugins(a) => plugins::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Collect(a) => collect::run(a),
+    }
+}

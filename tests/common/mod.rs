@@ -1,0 +1,60 @@
+//! Shared helpers for reft's end-to-end tests.
+#![allow(dead_code)]
+
+use reft_core::candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+// Link the built-in plugins into every test binary (their registrations live there).
+use reft_plugins as _;
+
+/// The real all-MiniLM-L6-v2 folder, fetched by `reft setup`. Tests that need it fail
+/// with a clear message when it is missing: they are not skipped.
+pub fn minilm_dir() -> PathBuf {
+    let dir = reft_core::assets::minilm_dir(&reft_core::assets::cache_dir());
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "the real MiniLM model is not in {} — run `cargo run --release -- setup` first",
+        dir.display()
+    );
+    dir
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+pub fn load_fixture(name: &str) -> HashMap<String, Tensor> {
+    reft_core::candle_core::safetensors::load(fixture(name), &Device::Cpu).unwrap()
+}
+
+pub fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
+    d.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// Token id rows from a `[b, s]` int64 fixture tensor, with padding (0) stripped.
+pub fn id_rows(ids: &Tensor) -> Vec<Vec<u32>> {
+    ids.to_dtype(DType::I64)
+        .unwrap()
+        .to_vec2::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.into_iter().filter(|&v| v != 0).map(|v| v as u32).collect())
+        .collect()
+}
+
+/// The `reft` binary built for this test run.
+pub fn reft_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_reft")
+}
+
+/// Run `reft` with `args`; return (success, stdout, stderr).
+pub fn run_reft(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(reft_bin()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
