@@ -61,12 +61,14 @@ fn render(plan: &Plan) -> String {
         format!("{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}\n", c[0], c[1], c[2], c[3], c[4],
             w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4])
     };
-    s.push_str(&line(&header.map(String::from)));
-    for row in &rows {
-        s.push_str(&line(row));
-    }
     if rows.is_empty() {
-        let _ = writeln!(s, "(no interventions: only the task head trains)");
+        let _ = writeln!(s, "no interventions: only the task head trains");
+    } else {
+        s.push_str(&line(&header.map(String::from)));
+        for row in &rows {
+            s.push_str(&line(row));
+        }
+        let _ = writeln!(s, "interventions: {} trainable", thousands(plan.total_trainable()));
     }
     let total = plan.total_trainable() + head;
     if head > 0 {

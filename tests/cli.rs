@@ -1,0 +1,88 @@
+//! The `reft` command line on the real model: plan printing with exact counts, the plugin
+//! list, help on every subcommand, and `collect` against the reference hidden states.
+
+mod common;
+
+use common::*;
+use reft_core::candle_core::{DType, Device};
+
+fn config(name: &str) -> String {
+    format!("{}/configs/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_prints_exact_parameter_counts() {
+    minilm_dir();
+    let (ok, out, err) = run_reft(&["check", &config("loreft_r4_layers2_4.yaml")]);
+    assert!(ok, "{err}");
+    // 2·r·d + r = 2·4·384 + 4 per intervention; two of them plus the 770-scalar head.
+    assert!(out.contains("layers[2].block_output  loreft  all            3,076"), "{out}");
+    assert!(out.contains("layers[4].block_output"), "{out}");
+    assert!(out.contains("interventions: 6,152 trainable"), "{out}");
+    assert!(out.contains("total trainable: 6,922 (0.0305% of the base model's 22,713,216)"), "{out}");
+
+    let (ok, out, _) = run_reft(&["check", &config("loreft_glue.yaml")]);
+    assert!(ok);
+    assert_eq!(out.matches(" 769\n").count(), 6, "{out}");
+    assert!(out.contains("total trainable: 5,384"), "{out}");
+}
+
+#[test]
+fn every_shipped_recipe_checks() {
+    minilm_dir();
+    for entry in std::fs::read_dir(format!("{}/configs", env!("CARGO_MANIFEST_DIR"))).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let (ok, _, err) = run_reft(&["check", path.to_str().unwrap()]);
+            assert!(ok, "{}: {err}", path.display());
+        }
+    }
+}
+
+#[test]
+fn plugins_lists_every_builtin_and_help_works() {
+    let (ok, out, _) = run_reft(&["plugins"]);
+    assert!(ok);
+    for kind in ["linear", "mlp", "loreft", "noreft", "consreft", "lobireft", "direft", "nodireft"] {
+        assert!(out.lines().any(|l| l.starts_with(&format!("{kind} "))), "{kind} missing:\n{out}");
+    }
+    for sub in ["setup", "plugins", "check", "collect"] {
+        let (ok, out, _) = run_reft(&[sub, "--help"]);
+        assert!(ok && out.contains("Usage: reft"), "{sub}: {out}");
+    }
+}
+
+#[test]
+fn collect_matches_reference_hidden_states() {
+    let dir = minilm_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("reps.safetensors");
+    let (ok, _, err) = run_reft(&[
+        "collect",
+        "--model", dir.to_str().unwrap(),
+        "--hooks", "embeddings",
+        "--hooks", "layers[0..3,5].block_output",
+        "--text", "Hello world.",
+        "--text", "The quick brown fox jumps over the lazy dog.",
+        "--out", out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let got = reft_core::candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    let fx = load_fixture("minilm_hidden.safetensors");
+    let mut names: Vec<&String> = got.keys().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["attention_mask", "embeddings", "input_ids", "layers[0].block_output", "layers[1].block_output",
+         "layers[2].block_output", "layers[5].block_output"]
+    );
+    // Sentence 0 has 5 tokens, sentence 1 has 12: compare each on its real tokens.
+    for (i, len) in [(0usize, 5usize), (1, 12)] {
+        let want = fx[&format!("single_{i}_hidden_states")].to_dtype(DType::F32).unwrap();
+        for (name, k) in [("embeddings", 0usize), ("layers[2].block_output", 3), ("layers[5].block_output", 6)] {
+            let g = got[name].get(i).unwrap().narrow(0, 0, len).unwrap();
+            let d = max_abs(&g, &want.get(k).unwrap());
+            assert!(d <= 1e-4, "{name} sentence {i}: {d}");
+        }
+    }
+}
