@@ -3,18 +3,24 @@
 //! Data flows one way: recipe -> resolved plan -> backbone with attached interventions
 //! -> trainer -> adapter artifact -> exporter -> runtime. No module reaches back up that chain.
 
+pub mod adapter;
 pub mod assets;
 pub mod attach;
 pub mod collect;
+pub mod data;
+pub mod device;
 pub mod error;
 pub mod hooks;
 pub mod intervention;
 pub mod io;
 pub mod model;
 pub mod nn;
+pub mod ops;
 pub mod positions;
 pub mod recipe;
 pub mod rng;
+pub mod task;
+pub mod train;
 
 pub use error::{Error, Result};
 

@@ -1,9 +1,11 @@
-//! Small building blocks for frozen backbones, built only from ops that candle can
-//! differentiate. candle 0.11's fused `layer_norm`/`softmax_last_dim` have no backward
-//! (gradients through them are silently wrong: ../DESIGN "known traps"); the
-//! finite-difference test in `tests/gradients.rs` guards this.
+//! Small building blocks for frozen backbones. Every one is differentiable with respect to its
+//! input: candle 0.11's fused `layer_norm`/`softmax_last_dim` have no backward (gradients
+//! through them are silently wrong: ../DESIGN "known traps"), so the frozen modules here run
+//! on [`crate::ops`], fused ops with their own input-only backward; the finite-difference
+//! tests there and in `tests/gradients.rs` guard this.
 
-use candle_core::{Result, Tensor, D};
+use crate::ops;
+use candle_core::{Result, Tensor};
 
 /// A frozen affine map `y = x Wᵀ + b` with `W` stored `[out, in]` as in PyTorch checkpoints.
 #[derive(Clone, Debug)]
@@ -24,13 +26,16 @@ impl Linear {
         self.weight.dims()[0]
     }
 
-    /// `x` is `[..., in]`; the leading dims are flattened into one matmul.
+    /// `x` is `[..., in]`; the leading dims are flattened into one matmul. The weights are
+    /// frozen: the backward gives the gradient for `x` only ([`ops::frozen_linear`]; a
+    /// `Var` weight falls back to the fully differentiable [`linear`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        linear(x, &self.weight, self.bias.as_ref())
+        ops::frozen_linear(x, &self.weight, self.bias.as_ref())
     }
 }
 
-/// `x Wᵀ + b` for `x` of any rank `[..., in]` and `W` `[out, in]`.
+/// `x Wᵀ + b` for `x` of any rank `[..., in]` and `W` `[out, in]`, differentiable with respect
+/// to all three (the op for trainable weights; frozen ones use [`ops::frozen_linear`]).
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let in_dim = *dims.last().expect("linear input has at least one dim");
@@ -45,7 +50,9 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     y.reshape(out_dims)
 }
 
-/// LayerNorm over the last dim with learned scale and shift, differentiable.
+/// LayerNorm over the last dim with a frozen scale and shift, differentiable with respect to
+/// its input ([`ops::frozen_layer_norm`]; `Var` parameters fall back to the slow path, which
+/// differentiates them too).
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
     pub weight: Tensor,
@@ -55,11 +62,11 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
+        ops::frozen_layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
-/// Softmax over the last dim, differentiable (unlike `softmax_last_dim`).
+/// Softmax over the last dim, differentiable (unlike candle's `softmax_last_dim`).
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::softmax(x, D::Minus1)
+    ops::softmax_last(x)
 }

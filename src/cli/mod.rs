@@ -2,9 +2,12 @@
 
 mod check;
 mod collect;
+mod eval;
 mod format;
 mod plugins;
+mod progress;
 mod setup;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +35,12 @@ enum Command {
     Check(check::Args),
     /// Capture representations at hook points into a safetensors file.
     Collect(collect::Args),
+    /// Train a recipe: interventions and head on the frozen model; keeps the best adapter.
+    Train(train::Args),
+    /// Evaluate an adapter on a labelled data file.
+    Eval(eval::EvalArgs),
+    /// Classify texts with an adapter (arguments, or one per stdin line).
+    Predict(eval::PredictArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -40,5 +49,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins(a) => plugins::run(a),
         Command::Check(a) => check::run(a),
         Command::Collect(a) => collect::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::eval(a),
+        Command::Predict(a) => eval::predict(a),
     }
 }

@@ -1,6 +1,8 @@
 //! Shared helpers for reft's end-to-end tests.
 #![allow(dead_code)]
 
+pub mod tiny_model;
+
 use reft_core::candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

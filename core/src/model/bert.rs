@@ -172,7 +172,9 @@ impl Bert {
                 eps,
             })
         };
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        // No `with_capacity(num_hidden_layers)`: the count comes from config.json and is only
+        // checked against the weights as they load.
+        let mut layers = Vec::new();
         for l in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{l}");
             layers.push(Layer {
@@ -275,6 +277,30 @@ impl Bert {
     }
 }
 
+impl Bert {
+    /// Additive attention mask `[b, 1, 1, s]`: 0 on real keys, a large negative number on padding.
+    fn attention_bias(&self, batch: &Batch, dtype: DType) -> Result<Tensor> {
+        let (b, s) = batch.dims();
+        Ok(((batch.attention_mask.to_dtype(dtype)? - 1.0)? * 1e9)?.reshape((b, 1, 1, s))?)
+    }
+
+    /// One encoder layer with its hooks: what layer `l` writes to the residual stream.
+    fn layer(&self, l: usize, h: Tensor, bias: &Tensor, hooks: &dyn Hooks) -> Result<Tensor> {
+        let layer = &self.layers[l];
+        let site = |c| Site::new(l, c);
+        let x = hooks.representation(site(Component::BlockInput), h)?;
+        let a = self.attention(l, layer, &x, bias, hooks)?;
+        let a = layer.attn_norm.forward(&(a + &x)?)?;
+        let a = hooks.representation(site(Component::AttentionOutput), a)?;
+        let up = hooks.linear(site(Component::Linear(LinearModule::MlpUp)), &a, layer.up.forward(&a)?)?;
+        let act = hooks.representation(site(Component::MlpActivation), self.activation(&up)?)?;
+        let down = hooks.linear(site(Component::Linear(LinearModule::MlpDown)), &act, layer.down.forward(&act)?)?;
+        let o = hooks.representation(site(Component::MlpOutput), down)?;
+        let out = layer.out_norm.forward(&(o + &a)?)?;
+        hooks.representation(site(Component::BlockOutput), out)
+    }
+}
+
 impl HookSurface for Bert {
     fn num_layers(&self) -> usize {
         self.config.num_layers()
@@ -300,22 +326,23 @@ impl Backbone for Bert {
     }
 
     fn forward(&self, batch: &Batch, hooks: &dyn Hooks) -> Result<Tensor> {
-        let (b, s) = batch.dims();
+        let h = self.forward_until(batch, 0, hooks)?;
+        self.forward_from(h, 0, batch, hooks)
+    }
+
+    fn forward_until(&self, batch: &Batch, layer: usize, hooks: &dyn Hooks) -> Result<Tensor> {
         let mut h = hooks.representation(Site::embeddings(), self.embed(batch)?)?;
-        // Additive mask [b, 1, 1, s]: 0 on real keys, a large negative number on padding.
-        let bias = ((batch.attention_mask.to_dtype(h.dtype())? - 1.0)? * 1e9)?.reshape((b, 1, 1, s))?;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let site = |c| Site::new(l, c);
-            let x = hooks.representation(site(Component::BlockInput), h)?;
-            let a = self.attention(l, layer, &x, &bias, hooks)?;
-            let a = layer.attn_norm.forward(&(a + &x)?)?;
-            let a = hooks.representation(site(Component::AttentionOutput), a)?;
-            let up = hooks.linear(site(Component::Linear(LinearModule::MlpUp)), &a, layer.up.forward(&a)?)?;
-            let act = hooks.representation(site(Component::MlpActivation), self.activation(&up)?)?;
-            let down = hooks.linear(site(Component::Linear(LinearModule::MlpDown)), &act, layer.down.forward(&act)?)?;
-            let o = hooks.representation(site(Component::MlpOutput), down)?;
-            let out = layer.out_norm.forward(&(o + &a)?)?;
-            h = hooks.representation(site(Component::BlockOutput), out)?;
+        let bias = self.attention_bias(batch, h.dtype())?;
+        for l in 0..layer.min(self.layers.len()) {
+            h = self.layer(l, h, &bias, hooks)?;
+        }
+        Ok(h)
+    }
+
+    fn forward_from(&self, mut h: Tensor, layer: usize, batch: &Batch, hooks: &dyn Hooks) -> Result<Tensor> {
+        let bias = self.attention_bias(batch, h.dtype())?;
+        for l in layer..self.layers.len() {
+            h = self.layer(l, h, &bias, hooks)?;
         }
         Ok(h)
     }

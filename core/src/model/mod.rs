@@ -1,6 +1,8 @@
 //! Frozen backbones with hook points.
 
 pub mod bert;
+mod prefix;
+pub use prefix::PrefixCache;
 mod hooks;
 pub mod safetensors_file;
 pub mod tokenizer;
@@ -40,6 +42,12 @@ pub trait Backbone: HookSurface + Send + Sync {
     fn num_parameters(&self) -> usize;
     /// The final hidden states `[batch, seq, hidden]`, with `hooks` applied at each point.
     fn forward(&self, batch: &Batch, hooks: &dyn Hooks) -> Result<Tensor>;
+    /// The embeddings and layers `0..layer`: what layer `layer` reads (its `block_input`
+    /// before any hook there). A frozen prefix below every intervention gives the same
+    /// result every epoch, so a trainer can compute it once and reuse it.
+    fn forward_until(&self, batch: &Batch, layer: usize, hooks: &dyn Hooks) -> Result<Tensor>;
+    /// Layers `layer..` on `h`, the input of layer `layer`: the final hidden states.
+    fn forward_from(&self, h: Tensor, layer: usize, batch: &Batch, hooks: &dyn Hooks) -> Result<Tensor>;
     /// A sentence vector from the first token through the checkpoint's pretrained pooler
     /// (BERT's dense + tanh), if it has one.
     fn pool_first(&self, _hidden: &Tensor) -> Result<Option<Tensor>> {

@@ -20,7 +20,17 @@ impl WeightFile {
 
     pub fn from_bytes(path: &Path, bytes: &[u8], dtype: DType, device: &Device) -> Result<Self> {
         let st = safetensors::SafeTensors::deserialize(bytes)
-            .map_err(|e| Error::model(path, format!("not a valid safetensors file: {e}")))?;
+            .map_err(|e| {
+                let hint = match e {
+                    safetensors::SafeTensorError::MetadataIncompleteBuffer
+                    | safetensors::SafeTensorError::InvalidHeaderLength
+                    | safetensors::SafeTensorError::HeaderTooSmall => {
+                        format!(" (the file's {} bytes do not match its header: truncated or corrupt)", bytes.len())
+                    }
+                    _ => String::new(),
+                };
+                Error::model(path, format!("not a valid safetensors file: {e}{hint}"))
+            })?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             use safetensors::Dtype as S;
@@ -101,9 +111,14 @@ pub fn count_float_parameters(path: &Path) -> Result<usize> {
         .as_object()
         .ok_or_else(|| bad("not a valid safetensors header: not a JSON object".into()))?;
     let mut total = 0usize;
+    // The end of the last tensor's bytes: a file shorter than that is truncated.
+    let mut data_end = 0u64;
     for (name, info) in obj {
         if name == "__metadata__" {
             continue;
+        }
+        if let Some(end) = info.get("data_offsets").and_then(|o| o.get(1)).and_then(|e| e.as_u64()) {
+            data_end = data_end.max(end);
         }
         let dtype = info.get("dtype").and_then(|d| d.as_str()).unwrap_or("");
         if !matches!(dtype, "F32" | "F16" | "BF16" | "F64") {
@@ -119,6 +134,12 @@ pub fn count_float_parameters(path: &Path) -> Result<usize> {
             count = count.saturating_mul(d as usize);
         }
         total = total.saturating_add(count);
+    }
+    if data_end > file_len - 8 - n {
+        return Err(bad(format!(
+            "truncated: its header describes {} bytes but the file has only {file_len} (an interrupted download?)",
+            data_end.saturating_add(8 + n)
+        )));
     }
     Ok(total)
 }

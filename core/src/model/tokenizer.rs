@@ -20,8 +20,16 @@ impl TextTokenizer {
         if !path.exists() {
             return Err(Error::model(path, "tokenizer file not found"));
         }
-        let mut inner = Tokenizer::from_file(path)
-            .map_err(|e| Error::model(path, format!("not a valid tokenizer.json: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let invalid = |e: &dyn std::fmt::Display| Error::model(path, format!("not a valid tokenizer.json: {e}"));
+        // Check the JSON syntax first: `tokenizers` panics on a syntax error inside some
+        // sections (`decoder`) instead of returning it, and on templates that name special
+        // tokens they do not define.
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| invalid(&e))?;
+        check_post_processor(json.get("post_processor")).map_err(|e| invalid(&e))?;
+        let mut inner: Tokenizer = guarded(|| text.parse())
+            .map_err(|e| invalid(&e))?
+            .map_err(|e| invalid(&e))?;
         let pad_id = inner
             .get_padding()
             .map(|p| p.pad_id)
@@ -52,10 +60,10 @@ impl TextTokenizer {
 
     /// Token ids of one text with the model's special tokens, at most `max_length` long.
     pub fn encode(&self, text: &str, max_length: Option<usize>) -> Result<Vec<u32>> {
-        let mut enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| Error::model(&self.path, format!("cannot tokenise {text:?}: {e}")))?;
+        let fail = |e: &dyn std::fmt::Display| Error::model(&self.path, format!("cannot tokenise {text:?}: {e}"));
+        let mut enc = guarded(|| self.inner.encode(text, true))
+            .map_err(|e| fail(&e))?
+            .map_err(|e| fail(&e))?;
         if let Some(max) = max_length {
             if enc.len() > max {
                 // Truncate keeping the special tokens at the ends, as HF's `truncation=True` does.
@@ -65,9 +73,9 @@ impl TextTokenizer {
                     ..Default::default()
                 }))
                 .map_err(|e| Error::model(&self.path, e.to_string()))?;
-                enc = t
-                    .encode(text, true)
-                    .map_err(|e| Error::model(&self.path, e.to_string()))?;
+                enc = guarded(|| t.encode(text, true))
+                    .map_err(|e| fail(&e))?
+                    .map_err(|e| fail(&e))?;
             }
         }
         Ok(enc.get_ids().to_vec())
@@ -85,6 +93,75 @@ impl TextTokenizer {
             .collect::<Result<Vec<_>>>()?;
         self.batch_from_ids(&ids, device)
     }
+}
+
+/// Run a `tokenizers` call that can panic on a malformed tokenizer.json (it indexes
+/// unchecked in places, e.g. BPE merges shorter than the subword prefix), turning the panic
+/// into an error. The panic is not printed: a quiet hook runs on this thread meanwhile.
+fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    use std::cell::Cell;
+    thread_local! {
+        static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.try_with(Cell::get).unwrap_or(false) {
+                previous(info)
+            }
+        }));
+    });
+    let was = QUIET.replace(true);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.set(was);
+    r.map_err(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        format!("the tokenizers library failed on it ({what})")
+    })
+}
+
+/// The single-text template of a `TemplateProcessing` post-processor may use only sequence
+/// `A` and special tokens it defines: `tokenizers` accepts others and then panics encoding.
+fn check_post_processor(p: Option<&serde_json::Value>) -> std::result::Result<(), String> {
+    let Some(p) = p else { return Ok(()) };
+    // By shape, not by `type`: `tokenizers` reads post-processors untagged.
+    for q in p.get("processors").and_then(|q| q.as_array()).into_iter().flatten() {
+        check_post_processor(Some(q))?;
+    }
+    let defined = |id: &str| p.get("special_tokens").and_then(|t| t.get(id)).is_some();
+    for (name, template) in [("single", p.get("single")), ("pair", p.get("pair"))] {
+        for piece in template.and_then(|t| t.as_array()).into_iter().flatten() {
+            // A piece is `{"SpecialToken": {"id": ..}}`, `{"Sequence": {"id": ..}}`, or a
+            // string: `$A`, `$B:1`, `[CLS]`, `[SEP]:1`.
+            let (special, sequence) = match piece.as_str() {
+                Some(s) => {
+                    let id = s.split(':').next().unwrap_or(s);
+                    match id.strip_prefix('$') {
+                        Some(seq) => (None, Some(seq)),
+                        None => (Some(id), None),
+                    }
+                }
+                None => (
+                    piece.pointer("/SpecialToken/id").and_then(|i| i.as_str()),
+                    piece.pointer("/Sequence/id").and_then(|i| i.as_str()),
+                ),
+            };
+            if let Some(id) = special.filter(|id| !defined(id)) {
+                return Err(format!(
+                    "post_processor: the `{name}` template uses special token `{id}`, which `special_tokens` does not define"
+                ));
+            }
+            if let Some(seq) = sequence.filter(|s| name == "single" && !matches!(*s, "A" | "0" | "")) {
+                return Err(format!("post_processor: the `single` template uses sequence `{seq}`; a single text has only `A`"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Right-pad token id lists with `pad_id` to the longest and build a [`Batch`].

@@ -13,6 +13,10 @@ use yaml_rust2::scanner::Marker;
 pub struct SourceMap {
     values: HashMap<String, (usize, usize)>,
     keys: HashMap<String, (usize, usize)>,
+    /// Whether yaml-rust2 read the whole text. serde_yaml (libyaml) is more lenient (e.g. on
+    /// the indentation of a quoted scalar's continuation lines); what it accepts beyond that
+    /// point is not indexed.
+    complete: bool,
 }
 
 enum Frame {
@@ -103,9 +107,37 @@ impl SourceMap {
     /// the syntax error itself, with its position).
     pub fn build(text: &str) -> SourceMap {
         let mut b = Builder::default();
+        // serde_yaml (libyaml) skips a byte-order mark at the start of any line; yaml-rust2
+        // reads it as text. Drop them so both see the same document.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let cleaned;
+        let text = if text.contains("\n\u{feff}") {
+            cleaned = text.replace("\n\u{feff}", "\n");
+            cleaned.as_str()
+        } else {
+            text
+        };
         let mut parser = Parser::new_from_str(text);
-        let _ = parser.load(&mut b, false);
-        b.map
+        let complete = parser.load(&mut b, false).is_ok();
+        SourceMap { complete, ..b.map }
+    }
+
+    /// Whether every node of the text is indexed (see the `complete` field).
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Position of the value at `path`, or else of its nearest indexed enclosing node
+    /// (the document root excepted: pointing at line 1 would mislead).
+    pub fn nearest(&self, path: &str) -> Option<(usize, usize)> {
+        let mut p = path;
+        while !p.is_empty() {
+            if let Some(pos) = self.value(p) {
+                return Some(pos);
+            }
+            p = &p[..p.rfind(['.', '[']).unwrap_or(0)];
+        }
+        None
     }
 
     /// Position of the value at `path`.
@@ -133,5 +165,8 @@ mod tests {
         assert_eq!(m.value("interventions[0].hooks[1]"), Some((5, 18)));
         assert_eq!(m.key("interventions[1].rank"), Some((6, 19)));
         assert_eq!(m.value("interventions[1]"), Some((6, 5)));
+        assert_eq!(m.nearest("interventions[1].hooks[3]"), Some((6, 5)));
+        assert_eq!(m.nearest("train.lr"), None);
+        assert!(m.is_complete());
     }
 }

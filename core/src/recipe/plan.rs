@@ -58,6 +58,14 @@ impl Plan {
         let model_dir = recipe.resolve_path("model.path", &recipe.recipe.model.path)?;
         let model = model::inspect(&model_dir)
             .map_err(|e| recipe.error_at("model.path", e.to_string()))?;
+        let task = &recipe.recipe.task;
+        const MAX_LABELS: usize = 1 << 20;
+        if task.kind == crate::recipe::TaskKind::Classification && !(1..=MAX_LABELS).contains(&task.num_labels) {
+            return Err(recipe.error_at(
+                "task.num_labels",
+                format!("`num_labels` must be between 1 and {MAX_LABELS}, got {}", task.num_labels),
+            ));
+        }
         let mut interventions = Vec::new();
         for (i, spec) in recipe.recipe.interventions.iter().enumerate() {
             interventions.extend(plan_entry(&recipe, i, spec, &model.config)?);

@@ -20,8 +20,14 @@ pub struct MlpEdit {
 impl MlpEdit {
     pub fn build(spec: &mut BuildSpec) -> Result<Self> {
         let cfg: MlpConfig = spec.options("mlp")?;
-        if cfg.hidden == 0 {
-            return Err(Error::Plugin("mlp: `hidden` must be at least 1".into()));
+        // Bounded before anything is allocated: a typo such as `hidden: 99999999999` must be
+        // an error, not an attempt to allocate terabytes.
+        const MAX_HIDDEN: usize = 1 << 20;
+        if cfg.hidden == 0 || cfg.hidden > MAX_HIDDEN {
+            return Err(Error::Plugin(format!(
+                "mlp: `hidden` must be between 1 and {MAX_HIDDEN}, got {}",
+                cfg.hidden
+            )));
         }
         if !(0.0..1.0).contains(&cfg.dropout) {
             return Err(Error::Plugin(format!("mlp: `dropout` must be in [0, 1), got {}", cfg.dropout)));

@@ -1,0 +1,38 @@
+//! A fingerprint of a base model: sha256 over its `config.json` (canonical JSON) and the
+//! name, dtype and shape of every tensor in its weight file header. Cheap (no weight bytes
+//! are read) and it tells apart any two architectures or checkpoint layouts.
+
+use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::Path;
+
+pub fn fingerprint(model_dir: &Path) -> Result<String> {
+    let config_path = model_dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let config: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::model(&config_path, e.to_string()))?;
+    let mut h = Sha256::new();
+    // serde_json's map is ordered by key, so this serialisation is canonical.
+    h.update(config.to_string().as_bytes());
+
+    let weights = model_dir.join("model.safetensors");
+    let mut f = std::fs::File::open(&weights).map_err(|e| Error::io(&weights, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| Error::io(&weights, e))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        return Err(Error::model(&weights, "not a valid safetensors file (header too large)"));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(&weights, e))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| Error::model(&weights, format!("bad header: {e}")))?;
+    if let Some(obj) = header.as_object() {
+        for (name, info) in obj.iter().filter(|(k, _)| *k != "__metadata__") {
+            h.update(format!("{name}:{}:{}\n", info["dtype"], info["shape"]).as_bytes());
+        }
+    }
+    let digest = h.finalize();
+    Ok(format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}

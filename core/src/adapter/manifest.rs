@@ -1,0 +1,70 @@
+//! `adapter.yaml`: everything needed to rebuild an adapter without its recipe.
+
+use crate::recipe::Pooling;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const FORMAT: &str = "reft-adapter";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    /// The reft version that wrote it.
+    pub reft_version: String,
+    pub base_model: ModelEntry,
+    pub interventions: Vec<InterventionEntry>,
+    #[serde(default)]
+    pub head: Option<HeadEntry>,
+    /// The recipe the adapter was trained from, as written.
+    #[serde(default)]
+    pub recipe: Option<serde_yaml::Value>,
+    /// Data settings needed to use the adapter the way it was trained.
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    /// Every tensor in `adapter.safetensors` with its shape.
+    #[serde(default)]
+    pub tensors: BTreeMap<String, Vec<usize>>,
+    /// sha256 of `adapter.safetensors`, so a manifest never describes other weights.
+    #[serde(default)]
+    pub weights_sha256: String,
+    /// Free-form results (dev/test metrics, epoch, …).
+    #[serde(default)]
+    pub metrics: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub path: String,
+    pub arch: String,
+    /// sha256 over the model's config and its tensor names, dtypes and shapes.
+    pub fingerprint: String,
+    pub parameters: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterventionEntry {
+    pub name: String,
+    pub kind: String,
+    /// Version of the plugin that trained it.
+    pub version: String,
+    /// Canonical hook name of one site, e.g. `layers[2].block_output`.
+    pub hook: String,
+    pub positions: String,
+    /// The plugin's options exactly as the recipe gave them.
+    pub options: serde_yaml::Mapping,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadEntry {
+    pub kind: String,
+    pub num_labels: usize,
+    pub pooling: Pooling,
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+}

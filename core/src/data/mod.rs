@@ -1,0 +1,16 @@
+//! Labelled text data: reading TSV/CSV/JSONL files by the columns a recipe names, and
+//! ordering examples into batches.
+
+mod batches;
+mod read;
+
+pub use batches::{batch_order, BatchOrder};
+pub use read::{read_examples, Format};
+
+/// One labelled text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub text: String,
+    /// Label id in `0..num_labels`.
+    pub label: usize,
+}

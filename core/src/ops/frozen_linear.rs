@@ -1,0 +1,138 @@
+//! `y = x Wᵀ + b` for a frozen `W`, `b`: the backward computes the input gradient only.
+//!
+//! candle's matmul backward always computes both operand gradients, so a frozen
+//! `x.matmul(Wᵀ)` spends a second full matmul (and a `[out, in]` buffer) per backward on a
+//! weight gradient nobody reads. Here the whole affine map is one `CustomOp1` on `x`: its
+//! forward is a single gemm into a buffer pre-filled with the bias (no separate broadcast
+//! add), and its backward returns `grad_y · W` and nothing else. `W` and `b` live inside the
+//! op, not in the graph, so they are never visited by backprop and get no gradient entry.
+//!
+//! (Computing the value on detached inputs and attaching the gradient through a second op
+//! that hands the value back would cost an extra copy of the output, since a `CustomOp1`
+//! must return owned storage; computing the value inside the op avoids it.)
+
+use super::kernels::Real;
+use crate::nn::linear;
+use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor};
+
+/// `x Wᵀ + b` for `x` `[..., in]` and a frozen `W` `[out, in]`, `b` `[out]`, differentiable
+/// with respect to `x` only.
+///
+/// Falls back to the general [`linear`] (gradients for every operand) when `W` or `b` take
+/// part in a graph (a `Var`, or computed from one), so trainable weights are never silently
+/// frozen; and when the fused path does not apply (a device other than the CPU, a dtype
+/// other than f32/f64), so the answer is always right.
+pub fn frozen_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if !fused_applies(x, weight, bias) {
+        return linear(x, weight, bias);
+    }
+    let bias = match bias {
+        Some(b) => Some(b.contiguous()?),
+        None => None,
+    };
+    x.contiguous()?.apply_op1(FrozenLinear { weight: weight.clone(), bias })
+}
+
+fn fused_applies(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
+    let dt = x.dtype();
+    let frozen = |t: &Tensor| !t.track_op() && t.device().is_cpu() && t.dtype() == dt;
+    x.device().is_cpu()
+        && matches!(dt, DType::F32 | DType::F64)
+        && x.rank() >= 1
+        && x.elem_count() > 0
+        && frozen(w)
+        && w.rank() == 2
+        && x.dims().last() == Some(&w.dims()[1])
+        && b.is_none_or(|b| frozen(b) && b.dims() == [w.dims()[0]])
+}
+
+struct FrozenLinear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl FrozenLinear {
+    fn affine<T: Real>(&self, x: &[T], x_dims: &[usize]) -> Result<Vec<T>> {
+        let (n, k) = self.weight.dims2()?;
+        let m = x.len() / k;
+        let (ws, wl) = self.weight.storage_and_layout();
+        let Storage::Cpu(w) = &*ws else { bail!("frozen_linear: weight is not on the cpu") };
+        let w = &w.as_slice::<T>()?[wl.start_offset()..];
+        let mut dst = Vec::with_capacity(m * n);
+        let read_dst = match &self.bias {
+            Some(b) => {
+                let (bs, bl) = b.storage_and_layout();
+                let Storage::Cpu(bc) = &*bs else { bail!("frozen_linear: bias is not on the cpu") };
+                let b = &bc.as_slice::<T>()?[bl.start_offset()..bl.start_offset() + n];
+                for _ in 0..m {
+                    dst.extend_from_slice(b);
+                }
+                true
+            }
+            None => {
+                dst.resize(m * n, T::zero());
+                false
+            }
+        };
+        debug_assert_eq!(x_dims.iter().product::<usize>(), m * k);
+        let threads = candle_core::utils::get_num_threads();
+        let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        // W is [n, k] with arbitrary strides; Wᵀ[i, o] = W[o, i] gives the rhs strides.
+        let (w_rs, w_cs) = (wl.stride()[0] as isize, wl.stride()[1] as isize);
+        // SAFETY: x is m×k row-major (contiguous), W spans n×k under its own layout, dst is
+        // m×n row-major; gemm writes dst = alpha·dst + beta·x·Wᵀ.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                read_dst,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                w_rs,
+                w_cs,
+                if read_dst { T::one() } else { T::zero() },
+                T::one(),
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        };
+        Ok(dst)
+    }
+}
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let Some((lo, hi)) = layout.contiguous_offsets() else {
+            bail!("frozen_linear: input must be contiguous")
+        };
+        let dims = layout.dims();
+        let dst = match storage {
+            CpuStorage::F32(x) => CpuStorage::F32(self.affine(&x[lo..hi], dims)?),
+            CpuStorage::F64(x) => CpuStorage::F64(self.affine(&x[lo..hi], dims)?),
+            _ => bail!("frozen_linear: only f32 and f64 are fused"),
+        };
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
+        Ok((dst, Shape::from(out)))
+    }
+
+    /// `grad_x = grad_y · W`; `W` and `b` get nothing.
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let out = self.weight.dim(0)?;
+        let rows = grad.elem_count() / out;
+        let gx = grad.reshape((rows, out))?.matmul(&self.weight)?;
+        Ok(Some(gx.reshape(arg.shape())?))
+    }
+}

@@ -1,0 +1,25 @@
+//! Fused ops with hand-written backward passes for the frozen backbone.
+//!
+//! Everything between an intervention and the loss must be differentiable with respect to
+//! its *input*, but nothing in a frozen backbone ever needs a gradient for its *weights*.
+//! candle's generic ops cannot exploit that: matmul's backward always computes both operand
+//! gradients, and the differentiable LayerNorm/softmax are chains of small ops (their fused
+//! versions have no backward; ../DESIGN "known traps"). The ops here are candle `CustomOp`s
+//! whose forward is one pass per row (or one gemm) and whose backward gives the input
+//! gradient only.
+//!
+//! Each fused path covers f32/f64 on the CPU; anywhere else (CUDA, f16/bf16, or parameters
+//! that are themselves trainable) the function falls back to the general differentiable
+//! path, so the answer is never wrong, only sometimes slower.
+
+mod frozen_linear;
+mod kernels;
+mod layer_norm;
+mod softmax;
+
+pub use frozen_linear::frozen_linear;
+pub use layer_norm::frozen_layer_norm;
+pub use softmax::softmax_last;
+
+#[cfg(test)]
+mod tests;

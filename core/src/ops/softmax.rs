@@ -1,0 +1,102 @@
+//! Softmax over the last dim, fused, with its own backward.
+//!
+//! `candle_nn::ops::softmax` is differentiable but runs five ops (max, sub, exp, sum, div)
+//! forward and their backward chain; candle's fused `softmax_last_dim` has no backward.
+//! Forward here, per row: `m = max x`, `e = exp(x − m)`, `y = e / Σe` in one buffer.
+//! Backward: `dx = y ⊙ (g − Σ(g ⊙ y))`, one op reading `y` and `g`.
+
+use super::kernels::{max_of, par_rows, sum_by, Real};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+
+/// Softmax over the last dim, differentiable.
+///
+/// Falls back to `candle_nn::ops::softmax` on devices other than the CPU and for dtypes other
+/// than f32/f64.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.elem_count() > 0 && x.rank() >= 1) {
+        return candle_nn::ops::softmax(x, D::Minus1);
+    }
+    x.contiguous()?.apply_op1(Softmax)
+}
+
+struct Softmax;
+
+fn forward<T: Real>(x: &[T], d: usize) -> Vec<T> {
+    let mut y = vec![T::zero(); x.len()];
+    par_rows(&mut y, d, |row0, ys| {
+        for (r, yr) in ys.chunks_exact_mut(d).enumerate() {
+            let xr = &x[(row0 + r) * d..][..d];
+            let m = max_of(xr);
+            for i in 0..d {
+                yr[i] = xr[i] - m;
+            }
+            T::exp_in_place(yr);
+            let inv = T::one() / sum_by(d, |i| yr[i]);
+            for v in yr.iter_mut() {
+                *v *= inv;
+            }
+        }
+    });
+    y
+}
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "softmax-last"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let Some((lo, hi)) = layout.contiguous_offsets() else { bail!("softmax: input must be contiguous") };
+        let d = *layout.dims().last().expect("rank >= 1");
+        let y = match storage {
+            CpuStorage::F32(x) => CpuStorage::F32(forward(&x[lo..hi], d)),
+            CpuStorage::F64(x) => CpuStorage::F64(forward(&x[lo..hi], d)),
+            _ => bail!("softmax: only f32 and f64 are fused"),
+        };
+        Ok((y, layout.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(y.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBwd)?))
+    }
+}
+
+/// `(y, g) -> y ⊙ (g − Σ(g ⊙ y))` for [`Softmax`]; a forward-only op used inside its backward.
+struct SoftmaxBwd;
+
+fn backward<T: Real>(y: &[T], g: &[T], d: usize) -> Vec<T> {
+    let mut dx = vec![T::zero(); y.len()];
+    par_rows(&mut dx, d, |row0, dxs| {
+        for (r, dxr) in dxs.chunks_exact_mut(d).enumerate() {
+            let off = (row0 + r) * d;
+            let (yr, gr) = (&y[off..][..d], &g[off..][..d]);
+            let dot = sum_by(d, |i| gr[i] * yr[i]);
+            for i in 0..d {
+                dxr[i] = yr[i] * (gr[i] - dot);
+            }
+        }
+    });
+    dx
+}
+
+impl CustomOp2 for SoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "softmax-last-bwd"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+            bail!("softmax backward: operands must be contiguous")
+        };
+        if l1.shape() != l2.shape() {
+            bail!("softmax backward: shape mismatch {:?} vs {:?}", l1.shape(), l2.shape())
+        }
+        let d = *l1.dims().last().expect("rank >= 1");
+        let dx = match (s1, s2) {
+            (CpuStorage::F32(y), CpuStorage::F32(g)) => CpuStorage::F32(backward(&y[a0..a1], &g[b0..b1], d)),
+            (CpuStorage::F64(y), CpuStorage::F64(g)) => CpuStorage::F64(backward(&y[a0..a1], &g[b0..b1], d)),
+            _ => bail!("softmax backward: only f32 and f64 are fused"),
+        };
+        Ok((dx, l1.shape().clone()))
+    }
+}

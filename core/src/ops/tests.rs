@@ -1,0 +1,297 @@
+//! The fused ops against candle's differentiable reference paths and central finite
+//! differences (f64), alone and composed.
+
+use super::*;
+use crate::nn::linear;
+use crate::rng::SeededRng;
+use candle_core::{DType, Device, Result, Tensor, Var, D};
+
+fn randn(seed: u64, shape: &[usize], std: f32, dtype: DType) -> Tensor {
+    SeededRng::new(seed).normal(shape, std, dtype, &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    let a = a.to_dtype(DType::F64).unwrap();
+    let b = b.to_dtype(DType::F64).unwrap();
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
+}
+
+/// The slow path takes ε as f32; the tests use ε that f32 holds exactly (`f32eps`), so the
+/// two paths normalise by the same number even in f64.
+fn slow_ln(x: &Tensor, g: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    assert_eq!(eps as f32 as f64, eps, "use an f32-exact epsilon");
+    candle_nn::ops::layer_norm_slow(x, g, b, eps as f32)
+}
+
+fn f32eps(eps: f64) -> f64 {
+    eps as f32 as f64
+}
+
+fn slow_softmax(x: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::softmax(x, D::Minus1)
+}
+
+/// `Σ f(x) ⊙ probe`, a scalar whose gradient reaches every output element with its own weight.
+fn probed(f: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor, probe: &Tensor) -> Tensor {
+    f(x).unwrap().mul(probe).unwrap().sum_all().unwrap()
+}
+
+/// Checks `analytic` (the gradient of `Σ f(x) ⊙ probe` at `x`) against central differences
+/// on `picks` coordinates spread over the tensor.
+fn check_finite_differences(f: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor, probe: &Tensor, analytic: &Tensor, picks: usize) {
+    let base = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let g = analytic.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let eval = |v: Vec<f64>| {
+        let t = Tensor::from_vec(v, x.shape(), x.device()).unwrap();
+        probed(f, &t, probe).to_scalar::<f64>().unwrap()
+    };
+    let h = 1e-5;
+    let mut rng = SeededRng::new(99);
+    for _ in 0..picks {
+        let i = (rng.next_u64() % base.len() as u64) as usize;
+        let (mut up, mut down) = (base.clone(), base.clone());
+        up[i] += h;
+        down[i] -= h;
+        let fd = (eval(up) - eval(down)) / (2.0 * h);
+        assert!((fd - g[i]).abs() <= 1e-6 * (1.0 + g[i].abs()), "coordinate {i}: analytic {} vs finite difference {fd}", g[i]);
+    }
+}
+
+// ---------------------------------------------------------------- frozen_linear
+
+#[test]
+fn frozen_linear_forward_matches_linear() {
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
+        let w = randn(1, &[48, 64], 0.2, dtype);
+        let b = randn(2, &[48], 1.0, dtype);
+        let x = randn(3, &[3, 5, 64], 1.0, dtype);
+        for bias in [Some(&b), None] {
+            let fast = frozen_linear(&x, &w, bias).unwrap();
+            assert_eq!(fast.dims(), [3, 5, 48]);
+            assert!(max_abs_diff(&fast, &linear(&x, &w, bias).unwrap()) <= tol);
+        }
+        // Non-contiguous input, transposed weight, input at a storage offset.
+        let xt = randn(4, &[5, 3, 64], 1.0, dtype).transpose(0, 1).unwrap();
+        let wt = randn(5, &[64, 48], 0.2, dtype).t().unwrap();
+        assert!(!xt.is_contiguous() && !wt.is_contiguous());
+        let fast = frozen_linear(&xt, &wt, Some(&b)).unwrap();
+        assert!(max_abs_diff(&fast, &linear(&xt, &wt, Some(&b)).unwrap()) <= tol);
+        let xn = randn(6, &[7, 64], 1.0, dtype).narrow(0, 2, 4).unwrap();
+        let fast = frozen_linear(&xn, &w, Some(&b)).unwrap();
+        assert!(max_abs_diff(&fast, &linear(&xn, &w, Some(&b)).unwrap()) <= tol);
+    }
+}
+
+#[test]
+fn frozen_linear_gradient_matches_slow_path_and_finite_differences() {
+    let w = randn(1, &[8, 16], 0.5, DType::F64);
+    let b = randn(2, &[8], 1.0, DType::F64);
+    let x = Var::from_tensor(&randn(3, &[3, 4, 16], 1.0, DType::F64)).unwrap();
+    let probe = randn(4, &[3, 4, 8], 1.0, DType::F64);
+    let fast = |x: &Tensor| frozen_linear(x, &w, Some(&b));
+    let slow = |x: &Tensor| linear(x, &w, Some(&b));
+
+    let gf = probed(&fast, &x, &probe).backward().unwrap();
+    let gs = probed(&slow, &x, &probe).backward().unwrap();
+    let dx = gf.get(&x).expect("input gradient");
+    assert!(max_abs_diff(dx, gs.get(&x).unwrap()) <= 1e-12);
+    check_finite_differences(&fast, &x, &probe, dx, 24);
+
+    // The frozen weights never enter the graph; the plain matmul computes their gradient.
+    assert!(gf.get(&w).is_none() && gf.get(&b).is_none());
+}
+
+#[test]
+fn frozen_linear_keeps_gradients_of_trainable_weights() {
+    let w = Var::from_tensor(&randn(1, &[8, 16], 0.5, DType::F64)).unwrap();
+    let b = Var::from_tensor(&randn(2, &[8], 1.0, DType::F64)).unwrap();
+    let x = randn(3, &[5, 16], 1.0, DType::F64);
+    let probe = randn(4, &[5, 8], 1.0, DType::F64);
+    let gf = probed(&|x| frozen_linear(x, &w, Some(&b)), &x, &probe).backward().unwrap();
+    let gs = probed(&|x| linear(x, &w, Some(&b)), &x, &probe).backward().unwrap();
+    for t in [w.as_tensor(), b.as_tensor()] {
+        assert!(max_abs_diff(gf.get(t).expect("trainable weight gradient"), gs.get(t).unwrap()) <= 1e-12);
+    }
+}
+
+#[test]
+fn frozen_linear_inference_and_fallback_dtypes() {
+    let x = randn(1, &[4, 16], 1.0, DType::F32);
+    let w = randn(2, &[8, 16], 0.5, DType::F32);
+    let y = frozen_linear(&x, &w, None).unwrap();
+    assert!(!y.track_op(), "no graph without a Var");
+    assert!(max_abs_diff(&y, &linear(&x, &w, None).unwrap()) <= 1e-5);
+    // f16 is not fused: it takes the general path and gives exactly its answer.
+    let (xh, wh) = (x.to_dtype(DType::F16).unwrap(), w.to_dtype(DType::F16).unwrap());
+    assert_eq!(max_abs_diff(&frozen_linear(&xh, &wh, None).unwrap(), &linear(&xh, &wh, None).unwrap()), 0.0);
+}
+
+#[test]
+fn linear_module_uses_the_frozen_path() {
+    let m = crate::nn::Linear::new(randn(1, &[8, 16], 0.5, DType::F64), Some(randn(2, &[8], 1.0, DType::F64)));
+    let x = Var::from_tensor(&randn(3, &[5, 16], 1.0, DType::F64)).unwrap();
+    let g = m.forward(&x).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(g.get(&x).is_some());
+    assert!(g.get(&m.weight).is_none() && g.get(m.bias.as_ref().unwrap()).is_none());
+}
+
+// ---------------------------------------------------------------- layer norm
+
+fn ln_params(d: usize, dtype: DType) -> (Tensor, Tensor) {
+    let g = (randn(11, &[d], 0.2, dtype) + 1.0).unwrap();
+    let b = randn(12, &[d], 0.5, dtype);
+    (g, b)
+}
+
+#[test]
+fn layer_norm_forward_matches_slow_path() {
+    for (dtype, tol) in [(DType::F32, 1e-6), (DType::F64, 1e-13)] {
+        for shape in [vec![3, 7, 384], vec![256, 384], vec![5, 1], vec![2, 9]] {
+            let d = *shape.last().unwrap();
+            let (g, b) = ln_params(d, dtype);
+            // Off-centre and scaled rows, so the mean really matters.
+            let x = (randn(13, &shape, 3.0, dtype) + 5.0).unwrap();
+            for eps in [f32eps(1e-12), f32eps(1e-5)] {
+                let diff = max_abs_diff(&frozen_layer_norm(&x, &g, &b, eps).unwrap(), &slow_ln(&x, &g, &b, eps).unwrap());
+                assert!(diff <= tol, "{dtype:?} {shape:?} eps {eps}: {diff}");
+            }
+        }
+        // Non-contiguous input and input at a storage offset.
+        let (g, b) = ln_params(16, dtype);
+        let xt = randn(14, &[16, 6], 1.0, dtype).t().unwrap();
+        let diff = max_abs_diff(&frozen_layer_norm(&xt, &g, &b, f32eps(1e-5)).unwrap(), &slow_ln(&xt, &g, &b, f32eps(1e-5)).unwrap());
+        assert!(diff <= tol, "{dtype:?} transposed: {diff}");
+        let xn = randn(15, &[9, 16], 1.0, dtype).narrow(0, 3, 4).unwrap();
+        assert!(max_abs_diff(&frozen_layer_norm(&xn, &g, &b, f32eps(1e-5)).unwrap(), &slow_ln(&xn, &g, &b, f32eps(1e-5)).unwrap()) <= tol);
+    }
+}
+
+#[test]
+fn layer_norm_gradient_matches_slow_path_and_finite_differences() {
+    let (g, b) = ln_params(10, DType::F64);
+    let x = Var::from_tensor(&(randn(3, &[2, 3, 10], 2.0, DType::F64) + 1.0).unwrap()).unwrap();
+    let probe = randn(4, &[2, 3, 10], 1.0, DType::F64);
+    for eps in [f32eps(1e-12), f32eps(1e-3)] {
+        let fast = |x: &Tensor| frozen_layer_norm(x, &g, &b, eps);
+        let slow = |x: &Tensor| slow_ln(x, &g, &b, eps);
+        let gf = probed(&fast, &x, &probe).backward().unwrap();
+        let gs = probed(&slow, &x, &probe).backward().unwrap();
+        let dx = gf.get(&x).expect("input gradient");
+        assert!(max_abs_diff(dx, gs.get(&x).unwrap()) <= 1e-12, "eps {eps}");
+        check_finite_differences(&fast, &x, &probe, dx, 24);
+        assert!(gf.get(&g).is_none() && gf.get(&b).is_none(), "gamma and beta are frozen");
+    }
+}
+
+#[test]
+fn layer_norm_keeps_gradients_of_trainable_parameters() {
+    let (g, b) = ln_params(10, DType::F64);
+    let (g, b) = (Var::from_tensor(&g).unwrap(), Var::from_tensor(&b).unwrap());
+    let x = randn(3, &[4, 10], 2.0, DType::F64);
+    let probe = randn(4, &[4, 10], 1.0, DType::F64);
+    let gf = probed(&|x| frozen_layer_norm(x, &g, &b, f32eps(1e-5)), &x, &probe).backward().unwrap();
+    let gs = probed(&|x| slow_ln(x, &g, &b, f32eps(1e-5)), &x, &probe).backward().unwrap();
+    for t in [g.as_tensor(), b.as_tensor()] {
+        assert!(max_abs_diff(gf.get(t).expect("trainable parameter gradient"), gs.get(t).unwrap()) <= 1e-12);
+    }
+}
+
+#[test]
+fn layer_norm_inference_and_fallback_dtypes() {
+    let (g, b) = ln_params(16, DType::F32);
+    let x = randn(1, &[4, 16], 1.0, DType::F32);
+    let y = frozen_layer_norm(&x, &g, &b, 1e-12).unwrap();
+    assert!(!y.track_op(), "no graph without a Var");
+    for dtype in [DType::F16, DType::BF16] {
+        let (xh, gh, bh) = (x.to_dtype(dtype).unwrap(), g.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap());
+        let fast = frozen_layer_norm(&xh, &gh, &bh, f32eps(1e-12)).unwrap();
+        assert_eq!(fast.dtype(), dtype);
+        assert_eq!(max_abs_diff(&fast, &slow_ln(&xh, &gh, &bh, f32eps(1e-12)).unwrap()), 0.0);
+    }
+}
+
+// ---------------------------------------------------------------- softmax
+
+#[test]
+fn softmax_forward_matches_slow_path() {
+    for (dtype, tol) in [(DType::F32, 1e-6), (DType::F64, 1e-14)] {
+        for shape in [vec![2, 3, 8, 64], vec![16, 12, 6, 64], vec![5, 1], vec![3, 13]] {
+            let x = randn(21, &shape, 4.0, dtype);
+            let diff = max_abs_diff(&softmax_last(&x).unwrap(), &slow_softmax(&x).unwrap());
+            assert!(diff <= tol, "{dtype:?} {shape:?}: {diff}");
+        }
+        // An additive padding mask as BERT builds it: masked keys get exactly zero weight.
+        let mask = Tensor::new(&[0.0, 0.0, -1e9, -1e9], &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+        let x = randn(22, &[3, 4], 1.0, dtype).broadcast_add(&mask).unwrap();
+        let y = softmax_last(&x).unwrap();
+        assert!(max_abs_diff(&y, &slow_softmax(&x).unwrap()) <= tol);
+        assert_eq!(y.narrow(1, 2, 2).unwrap().abs().unwrap().sum_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(), 0.0);
+        let xt = randn(23, &[8, 5], 1.0, dtype).t().unwrap();
+        assert!(max_abs_diff(&softmax_last(&xt).unwrap(), &slow_softmax(&xt).unwrap()) <= tol);
+    }
+}
+
+#[test]
+fn softmax_gradient_matches_slow_path_and_finite_differences() {
+    let x = Var::from_tensor(&randn(3, &[2, 3, 7], 2.0, DType::F64)).unwrap();
+    let probe = randn(4, &[2, 3, 7], 1.0, DType::F64);
+    let gf = probed(&softmax_last, &x, &probe).backward().unwrap();
+    let gs = probed(&slow_softmax, &x, &probe).backward().unwrap();
+    let dx = gf.get(&x).expect("input gradient");
+    assert!(max_abs_diff(dx, gs.get(&x).unwrap()) <= 1e-14);
+    check_finite_differences(&softmax_last, &x, &probe, dx, 24);
+}
+
+#[test]
+fn softmax_inference_and_fallback_dtypes() {
+    let x = randn(1, &[4, 16], 1.0, DType::F32);
+    assert!(!softmax_last(&x).unwrap().track_op());
+    for dtype in [DType::F16, DType::BF16] {
+        let xh = x.to_dtype(dtype).unwrap();
+        assert_eq!(max_abs_diff(&softmax_last(&xh).unwrap(), &slow_softmax(&xh).unwrap()), 0.0);
+    }
+}
+
+// ---------------------------------------------------------------- composed
+
+/// `softmax(LN(x Wᵀ + b))` over a split last dim, read out through a transpose (so the
+/// gradients reaching the fused backward passes arrive non-contiguous).
+fn block(x: &Tensor, fused: bool, p: &[Tensor; 4]) -> Result<Tensor> {
+    let [w, b, g, beta] = p;
+    let (n, s, _) = x.dims3()?;
+    let (h, ln) = if fused {
+        let h = frozen_linear(x, w, Some(b))?;
+        (h.clone(), frozen_layer_norm(&h, g, beta, f32eps(1e-12))?)
+    } else {
+        let h = linear(x, w, Some(b))?;
+        (h.clone(), slow_ln(&h, g, beta, f32eps(1e-12))?)
+    };
+    let scores = ln.reshape((n, s, 4, 6))?.transpose(1, 2)?;
+    let probs = if fused { softmax_last(&scores)? } else { slow_softmax(&scores)? };
+    // A residual around the norm, so the linear's output is reached by two paths.
+    probs.transpose(1, 2)?.reshape((n, s, 24))? + h
+}
+
+#[test]
+fn composition_gradient_matches_slow_path_and_finite_differences() {
+    let p = [
+        randn(1, &[24, 16], 0.4, DType::F64),
+        randn(2, &[24], 1.0, DType::F64),
+        ln_params(24, DType::F64).0,
+        ln_params(24, DType::F64).1,
+    ];
+    let x = Var::from_tensor(&randn(3, &[4, 6, 16], 1.0, DType::F64)).unwrap();
+    let probe = randn(4, &[4, 6, 24], 1.0, DType::F64);
+    let fast = |x: &Tensor| block(x, true, &p);
+    let slow = |x: &Tensor| block(x, false, &p);
+    assert!(max_abs_diff(&fast(&x).unwrap(), &slow(&x).unwrap()) <= 1e-12);
+    let gf = probed(&fast, &x, &probe).backward().unwrap();
+    let gs = probed(&slow, &x, &probe).backward().unwrap();
+    let dx = gf.get(&x).expect("input gradient");
+    assert!(max_abs_diff(dx, gs.get(&x).unwrap()) <= 1e-12);
+    check_finite_differences(&fast, &x, &probe, dx, 32);
+    for t in &p {
+        assert!(gf.get(t).is_none(), "frozen parameters get no gradient");
+    }
+}

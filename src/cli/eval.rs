@@ -1,0 +1,96 @@
+//! `reft eval` and `reft predict`: use a trained adapter.
+
+use anyhow::Context;
+use reft_core::adapter;
+use reft_core::data::{read_examples, Format};
+use reft_core::model;
+use reft_core::task::classification::argmax;
+use std::io::BufRead;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// Adapter folder (from `reft train`).
+    #[arg(long)]
+    adapter: PathBuf,
+    /// Labelled data file (tsv, csv or jsonl).
+    #[arg(long)]
+    data: PathBuf,
+    /// Column (or JSON field) holding the text.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Column (or JSON field) holding the label.
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    /// Use this base model folder instead of the one recorded in the adapter.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Print metrics as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct PredictArgs {
+    /// Adapter folder (from `reft train`).
+    #[arg(long)]
+    adapter: PathBuf,
+    /// Texts to classify; without any, one text per stdin line.
+    texts: Vec<String>,
+    /// Use this base model folder instead of the one recorded in the adapter.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Print one JSON object per text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let loaded = adapter::load(&args.adapter, args.model.as_deref(), &candle_core::Device::Cpu)?;
+    let head = loaded.manifest.head.clone().context("the adapter has no classification head")?;
+    let tok = model::load_tokenizer(&loaded.model_dir)?;
+    let format = Format::of(&args.data, None)?;
+    let examples = read_examples(&args.data, format, &args.text_column, &args.label_column, head.num_labels, head.labels.as_deref())?;
+    let max_len = loaded.manifest.max_length;
+    let ids = examples.iter().map(|e| tok.encode(&e.text, max_len)).collect::<Result<Vec<_>, _>>()?;
+    let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
+    let clf = reft_core::train::classifier_of(&loaded)?;
+    let (m, _) = clf.evaluate(&ids, &labels, args.batch_size, tok.pad_id(), None)?;
+    if args.json {
+        println!("{}", serde_json::json!({ "data": args.data, "adapter": args.adapter, "metrics": m }));
+    } else {
+        println!("examples   {}", m.examples);
+        println!("accuracy   {:.2}%", 100.0 * m.accuracy);
+        println!("macro-F1   {:.2}%", 100.0 * m.macro_f1);
+        println!("loss       {:.4}", m.loss);
+    }
+    Ok(())
+}
+
+pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
+    let loaded = adapter::load(&args.adapter, args.model.as_deref(), &candle_core::Device::Cpu)?;
+    let head = loaded.manifest.head.clone().context("the adapter has no classification head")?;
+    let names: Vec<String> = head.labels.clone().unwrap_or_else(|| (0..head.num_labels).map(|i| i.to_string()).collect());
+    let texts = if args.texts.is_empty() {
+        std::io::stdin().lock().lines().collect::<Result<Vec<_>, _>>()?.into_iter().filter(|l| !l.trim().is_empty()).collect()
+    } else {
+        args.texts.clone()
+    };
+    let tok = model::load_tokenizer(&loaded.model_dir)?;
+    let ids = texts.iter().map(|t| tok.encode(t, loaded.manifest.max_length)).collect::<Result<Vec<_>, _>>()?;
+    let clf = reft_core::train::classifier_of(&loaded)?;
+    let (_, probs) = clf.evaluate(&ids, &[], 32, tok.pad_id(), None)?;
+    for (text, p) in texts.iter().zip(&probs) {
+        let best = argmax(p);
+        if args.json {
+            let probs: serde_json::Map<String, serde_json::Value> = names.iter().zip(p).map(|(n, v)| (n.clone(), serde_json::json!(v))).collect();
+            println!("{}", serde_json::json!({ "text": text, "label": names[best], "probabilities": probs }));
+        } else {
+            let detail: Vec<String> = names.iter().zip(p).map(|(n, v)| format!("{n} {v:.3}")).collect();
+            println!("{}\t{}\t{text}", names[best], detail.join(", "));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! `reft train RECIPE`: train a recipe's interventions and head, keep the best adapter.
+
+use super::progress::BarReporter;
+use reft_core::recipe::{LoadedRecipe, Plan};
+use reft_core::train::{self, TrainOptions};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The recipe to train.
+    recipe: PathBuf,
+    /// Run folder: adapter, metrics.jsonl, checkpoint (default: out/<recipe name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override a recipe value, e.g. --set train.lr=1e-3 --set train.seed=7 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Continue an interrupted run from its folder's checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Write a checkpoint every N updates (and at each epoch end).
+    #[arg(long, default_value_t = 50)]
+    checkpoint_every: usize,
+    /// Recompute the frozen layers below the lowest intervention every step instead of
+    /// caching them (slower; for checking that the cache changes nothing).
+    #[arg(long)]
+    no_cache: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let recipe = LoadedRecipe::load_with_overrides(&args.recipe, &args.set)?;
+    let plan = Plan::new(recipe)?;
+    let run_dir = args.out.unwrap_or_else(|| {
+        let stem = args.recipe.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+        PathBuf::from("out").join(stem)
+    });
+    let mut reporter = BarReporter::new();
+    let summary = train::train(
+        &plan,
+        TrainOptions {
+            run_dir,
+            resume: args.resume,
+            checkpoint_every: args.checkpoint_every,
+            log_every: 10,
+            cache_prefix: !args.no_cache,
+            reporter: &mut reporter,
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!("adapter      {}", summary.run_dir.display());
+    println!("trainable    {}", super::format::thousands(summary.trainable_parameters));
+    println!("best epoch   {}", summary.best_epoch);
+    println!("dev          accuracy {:.2}%  macro-F1 {:.2}%", 100.0 * summary.dev.accuracy, 100.0 * summary.dev.macro_f1);
+    if let Some(t) = &summary.test {
+        println!("test         accuracy {:.2}%  macro-F1 {:.2}%", 100.0 * t.accuracy, 100.0 * t.macro_f1);
+    }
+    println!("s/epoch      {:.1} (training only)", summary.seconds_per_epoch);
+    Ok(())
+}

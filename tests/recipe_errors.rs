@@ -1,0 +1,232 @@
+//! Bad inputs to the real `reft` binary: every one is a clean failure (non-zero exit, no
+//! panic) whose message names the file, the line:column where one applies, and what is wrong.
+
+mod common;
+
+use common::run_reft;
+use std::path::{Path, PathBuf};
+
+/// A temp dir holding `recipe.yaml` with `text` (`MODEL` replaced by the real MiniLM folder).
+fn recipe(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("recipe.yaml");
+    let model = common::minilm_dir();
+    std::fs::write(&path, text.replace("MODEL", &model.display().to_string())).unwrap();
+    (dir, path)
+}
+
+/// Run `reft ARGS`, assert it failed cleanly, and return its stderr.
+fn fails(args: &[&str]) -> String {
+    let (ok, stdout, stderr) = run_reft(args);
+    assert!(!ok, "reft {args:?} succeeded:\n{stdout}\n{stderr}");
+    assert!(!stderr.contains("panicked"), "reft {args:?} panicked:\n{stderr}");
+    assert!(stderr.starts_with("error: "), "reft {args:?}: unexpected stderr:\n{stderr}");
+    stderr
+}
+
+/// `reft check` on a recipe with `text`; returns (stderr, recipe path as printed).
+fn check_fails(text: &str) -> (String, String) {
+    let (_dir, path) = recipe(text);
+    let p = path.display().to_string();
+    (fails(&["check", &p]), p)
+}
+
+fn assert_has(stderr: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(stderr.contains(n), "expected {n:?} in:\n{stderr}");
+    }
+}
+
+/// `reft collect` on `dir` for one hook and one text.
+fn collect_fails(dir: &Path) -> String {
+    let out = dir.join("out.safetensors");
+    fails(&[
+        "collect",
+        "--model",
+        &dir.display().to_string(),
+        "--hooks",
+        "layers[0].block_output",
+        "--text",
+        "hi",
+        "--out",
+        &out.display().to_string(),
+    ])
+}
+
+/// A model folder with the real config.json and tokenizer.json (copied) and the given weights.
+fn model_copy(weights: &[u8]) -> tempfile::TempDir {
+    let src = common::minilm_dir();
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("model.safetensors"), weights).unwrap();
+    dir
+}
+
+const GOOD: &str = "model:\n  path: MODEL\ninterventions:\n  - kind: loreft\n    hooks: layers[0].block_output\n    rank: 4\n";
+
+#[test]
+fn good_recipe_checks() {
+    let (_dir, path) = recipe(GOOD);
+    let (ok, stdout, stderr) = run_reft(&["check", &path.display().to_string()]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("layers[0].block_output"), "{stdout}");
+}
+
+#[test]
+fn malformed_yaml_bad_indentation() {
+    let (e, p) = check_fails("model:\n  path: MODEL\n   dtype: f32\n");
+    assert_has(&e, &[&format!("{p}:3:9:"), "mapping values are not allowed"]);
+}
+
+#[test]
+fn malformed_yaml_unclosed_bracket() {
+    let (e, p) = check_fails(
+        "model:\n  path: MODEL\ninterventions:\n  - kind: loreft\n    hooks: [\"layers[0].block_output\"\n    rank: 4\n",
+    );
+    // The error is found where the `]` was expected; the message says where the list began.
+    assert_has(&e, &[&format!("{p}:6:5:"), "expected ',' or ']'", "flow sequence at line 5 column 12"]);
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let (e, p) = check_fails("modle:\n  path: MODEL\n");
+    assert_has(&e, &[&format!("{p}:1:1:"), "unknown field `modle`", "`model`"]);
+}
+
+#[test]
+fn unknown_nested_key() {
+    let (e, p) = check_fails("model:\n  path: MODEL\ntrain: {lr: 1e-3, epocs: 3}\n");
+    assert_has(&e, &[&format!("{p}:3:19:"), "unknown field `epocs`", "`epochs`"]);
+}
+
+#[test]
+fn unknown_plugin_kind() {
+    let (e, p) = check_fails(&GOOD.replace("kind: loreft", "kind: loreftt"));
+    assert_has(
+        &e,
+        &[
+            &format!("{p}:4:11:"),
+            "unknown intervention kind `loreftt`",
+            "did you mean `loreft`",
+            "known kinds:",
+            "noreft",
+            "mlp",
+            "linear",
+        ],
+    );
+}
+
+#[test]
+fn misspelt_plugin_option() {
+    let (e, p) = check_fails(&GOOD.replace("rank: 4", "rnak: 4"));
+    // Points at the key `rnak` itself (line 6, column 5).
+    assert_has(&e, &[&format!("{p}:6:5:"), "unknown field `rnak`", "`rank`"]);
+}
+
+#[test]
+fn hook_on_a_layer_the_model_lacks() {
+    let (e, p) = check_fails(
+        "model:\n  path: MODEL\ninterventions:\n  - kind: loreft\n    hooks:\n      - layers[0].block_output\n      - layers[9].block_output\n    rank: 4\n",
+    );
+    assert_has(&e, &[&format!("{p}:7:9:"), "`layers[9].block_output`", "layer 9 does not exist", "6 layers"]);
+}
+
+#[test]
+fn unknown_component() {
+    let (e, p) = check_fails(&GOOD.replace("block_output", "block_ouput"));
+    assert_has(&e, &[&format!("{p}:5:12:"), "unknown component `block_ouput`", "did you mean `block_output`"]);
+}
+
+#[test]
+fn linear_hook_given_to_loreft() {
+    let (e, p) = check_fails(&GOOD.replace("block_output", "attention.query"));
+    assert_has(&e, &[&format!("{p}:5:12:"), "`loreft` attaches to a representation", "`layers[0].attention.query`"]);
+}
+
+#[test]
+fn bad_positions() {
+    let (e, p) = check_fails(&GOOD.replace("    rank: 4", "    positions: f0\n    rank: 4"));
+    assert_has(&e, &[&format!("{p}:6:16:"), "positions `f0`", "`f<k>`"]);
+}
+
+#[test]
+fn missing_model_folder() {
+    let (e, p) = check_fails("model:\n  path: /nonexistent/reft-test/model\n");
+    assert_has(&e, &[&format!("{p}:2:9:"), "/nonexistent/reft-test/model", "model folder not found"]);
+}
+
+#[test]
+fn empty_recipe_file() {
+    let (e, p) = check_fails("");
+    assert_has(&e, &[&p, "the recipe is empty", "`model:`"]);
+    let (e, p) = check_fails("# only a comment\n\n");
+    assert_has(&e, &[&p, "the recipe is empty"]);
+}
+
+#[test]
+fn truncated_weight_file() {
+    let real = std::fs::read(common::minilm_dir().join("model.safetensors")).unwrap();
+    // Cut inside the tensor data: the header is whole, the tensors are not.
+    let dir = model_copy(&real[..real.len() / 2]);
+    let weights = dir.path().join("model.safetensors").display().to_string();
+    let e = collect_fails(dir.path());
+    assert_has(&e, &[&weights, "not a valid safetensors file", "truncated or corrupt"]);
+    // `check` reads only the header, and still sees the file is too short for it.
+    let (_r, path) = recipe(&format!("model:\n  path: {}\n", dir.path().display()));
+    let p = path.display().to_string();
+    let e = fails(&["check", &p]);
+    assert_has(&e, &[&format!("{p}:2:9:"), &weights, "truncated"]);
+    // Cut inside the 8-byte length prefix.
+    let dir = model_copy(&real[..5]);
+    let weights = dir.path().join("model.safetensors").display().to_string();
+    assert_has(&collect_fails(dir.path()), &[&weights, "not a valid safetensors file"]);
+}
+
+#[test]
+fn corrupt_tokenizer_file() {
+    let src = common::minilm_dir();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    std::os::unix::fs::symlink(src.join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
+    let tok = std::fs::read_to_string(src.join("tokenizer.json")).unwrap();
+    let tok_path = dir.path().join("tokenizer.json");
+    std::fs::write(&tok_path, &tok[..5000]).unwrap();
+    let e = collect_fails(dir.path());
+    assert_has(&e, &[&tok_path.display().to_string(), "not a valid tokenizer.json"]);
+    // Valid JSON of the wrong shape.
+    std::fs::write(&tok_path, r#"{"model": {"type": "WordPiece", "vocab": 3}}"#).unwrap();
+    let e = collect_fails(dir.path());
+    assert_has(&e, &[&tok_path.display().to_string(), "not a valid tokenizer.json"]);
+    // A file the `tokenizers` crate panics on: still a clean error, and no panic message.
+    let mut json: serde_json::Value = serde_json::from_str(&tok).unwrap();
+    json["model"] = serde_json::json!({"type": "BPE", "vocab": {"a": 0, "aa": 1}, "merges": ["a a"], "continuing_subword_prefix": "##"});
+    std::fs::write(&tok_path, json.to_string()).unwrap();
+    let e = collect_fails(dir.path());
+    assert_has(&e, &[&tok_path.display().to_string(), "not a valid tokenizer.json"]);
+}
+
+#[test]
+fn weight_of_the_wrong_shape() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let real = std::fs::read(common::minilm_dir().join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&real).unwrap();
+    let bad_name = "encoder.layer.3.attention.self.query.weight";
+    let bad_data = vec![0u8; 384 * 383 * 4];
+    let mut views: Vec<(String, TensorView<'_>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        if name == bad_name {
+            views.push((name, TensorView::new(Dtype::F32, vec![384, 383], &bad_data).unwrap()));
+        } else {
+            views.push((name, view));
+        }
+    }
+    let bytes = safetensors::serialize(views, None).unwrap();
+    drop(real);
+    let dir = model_copy(&bytes);
+    drop(bytes);
+    let weights = dir.path().join("model.safetensors").display().to_string();
+    let e = collect_fails(dir.path());
+    assert_has(&e, &[&weights, &format!("`{bad_name}`"), "[384, 383]", "[384, 384]"]);
+}
