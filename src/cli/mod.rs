@@ -6,6 +6,7 @@ mod eval;
 mod format;
 mod plugins;
 mod progress;
+mod run;
 mod setup;
 mod train;
 
@@ -18,7 +19,8 @@ use clap::{Parser, Subcommand};
     about = "Representation finetuning (ReFT) and LoRA for frozen transformers",
     long_about = "Representation finetuning (ReFT) and LoRA for frozen transformers.\n\n\
 Write a YAML recipe that attaches intervention plugins to hook points of a model, check it,\n\
-and capture representations. Start with `reft setup`, then `reft check configs/loreft_r4_layers2_4.yaml`."
+train it, and use the adapter. Start with `reft run configs/loreft_glue.yaml`, which fetches the\n\
+model and data on first use, trains, and prints the metrics."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -27,6 +29,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole job: fetch what is missing, train a recipe, print its metrics.
+    Run(run::Args),
     /// Fetch the default model, data and ONNX Runtime into reft's cache folder.
     Setup(setup::Args),
     /// List the registered intervention plugins.
@@ -45,6 +49,7 @@ enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(a) => run::run(a),
         Command::Setup(a) => setup::run(a),
         Command::Plugins(a) => plugins::run(a),
         Command::Check(a) => check::run(a),

@@ -8,11 +8,17 @@ use reft_core::train::Reporter;
 pub struct BarReporter {
     bar: Option<ProgressBar>,
     smoothed_loss: Option<f64>,
+    /// Without a terminal (CI logs, `> file`) a bar draws nothing: print a line instead
+    /// every this many updates.
+    plain_every: Option<usize>,
+    total: usize,
 }
 
 impl BarReporter {
     pub fn new() -> Self {
-        BarReporter { bar: None, smoothed_loss: None }
+        use std::io::IsTerminal;
+        let plain_every = (!std::io::stderr().is_terminal()).then_some(25);
+        BarReporter { bar: None, smoothed_loss: None, plain_every, total: 0 }
     }
     fn println(&self, line: &str) {
         match &self.bar {
@@ -24,6 +30,11 @@ impl BarReporter {
 
 impl Reporter for BarReporter {
     fn begin(&mut self, total: usize, start: usize) {
+        self.total = total;
+        if self.plain_every.is_some() {
+            eprintln!("training: {total} updates ({start} done)");
+            return;
+        }
         let bar = ProgressBar::new(total as u64);
         bar.set_style(
             ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} updates, epoch {prefix} {msg} (eta {eta})")
@@ -35,6 +46,11 @@ impl Reporter for BarReporter {
     fn step(&mut self, step: usize, epoch: usize, loss: f64, eps: f64) {
         let s = self.smoothed_loss.map_or(loss, |p| 0.9 * p + 0.1 * loss);
         self.smoothed_loss = Some(s);
+        if let Some(every) = self.plain_every {
+            if step % every == 0 || step == self.total {
+                eprintln!("update {step}/{}, epoch {}: loss {s:.4}, {eps:.0} examples/s", self.total, epoch + 1);
+            }
+        }
         if let Some(b) = &self.bar {
             b.set_position(step as u64);
             b.set_prefix((epoch + 1).to_string());

@@ -30,6 +30,13 @@ pub struct Args {
     json: bool,
 }
 
+impl Args {
+    /// The defaults `reft run` trains with.
+    pub fn for_run(recipe: PathBuf, out: Option<PathBuf>, set: Vec<String>) -> Self {
+        Args { recipe, out, set, resume: false, checkpoint_every: 50, no_cache: false, json: false }
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let recipe = LoadedRecipe::load_with_overrides(&args.recipe, &args.set)?;
     let plan = Plan::new(recipe)?;

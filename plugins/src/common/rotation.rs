@@ -21,8 +21,14 @@ pub struct Rotation {
 
 impl Rotation {
     /// A random frame: Gaussian Householder vectors.
+    ///
+    /// The frame does not depend on the vectors' scale, but training speed does: Adam moves
+    /// each entry by about `lr` per step, so the scale sets how fast R turns. Entries of
+    /// size 1/√d match what PyTorch's Householder parametrisation of pyreft's R starts from
+    /// (geqrf vectors of an orthonormal frame); N(0, 1) entries would turn R ~√d times
+    /// slower and the intervention would barely rotate during training.
     pub fn random(d: usize, r: usize, rng: &mut SeededRng, dtype: DType, device: &Device) -> Result<Self> {
-        let vectors = rng.normal((r, d), 1.0, dtype, device)?;
+        let vectors = rng.normal((r, d), 1.0 / (d as f32).sqrt(), dtype, device)?;
         let signs = Tensor::ones(r, dtype, device)?;
         Ok(Rotation {
             vectors: Var::from_tensor(&vectors)?,

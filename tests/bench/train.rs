@@ -1,0 +1,179 @@
+//! Benchmarks for training and inference on the real MiniLM (docs/benchmarks.md).
+//!
+//!   cargo bench --bench train                 # every figure, each in its own process
+//!   cargo bench --bench train -- step         # one figure: step | step-cached | forward | run
+//!
+//! Each figure runs in a fresh process so its peak RSS (VmHWM) is its own. Times are
+//! medians over repeated runs after a warm-up; the machine is noisy, so compare medians.
+
+use reft_core::attach::Interventions;
+use reft_core::candle_core::{DType, Device, Tensor};
+use reft_core::model::{self, tokenizer::batch_from_ids, Batch, PrefixCache};
+use reft_core::recipe::{LoadedRecipe, Plan};
+use reft_core::rng::SeededRng;
+use reft_core::task::classification::{cross_entropy, ClassifierHead, ClassifierModel};
+use reft_core::train::adamw::{clip_factor, AdamW};
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use reft_plugins as _;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// `batch` texts of the real training data, each exactly `len` tokens (texts are joined
+/// until long enough, then cut), so every run has the same shape and no padding.
+fn fixed_batch(batch: usize, len: usize) -> Vec<Vec<u32>> {
+    let dir = reft_core::assets::minilm_dir(&reft_core::assets::cache_dir());
+    let tok = model::load_tokenizer(&dir).expect("run `reft setup` first");
+    let data = reft_core::assets::movie_reviews_file(&reft_core::assets::cache_dir(), "train");
+    let text = std::fs::read_to_string(data).expect("run `reft setup` first");
+    let mut texts = text.lines().skip(1).map(|l| l.splitn(3, '\t').nth(2).unwrap_or("").to_string());
+    (0..batch)
+        .map(|_| {
+            let mut ids = vec![101u32];
+            while ids.len() < len {
+                let t = texts.next().unwrap();
+                let e = tok.encode(&t, None).unwrap();
+                ids.extend_from_slice(&e[1..e.len() - 1]);
+            }
+            ids.truncate(len - 1);
+            ids.push(102);
+            ids
+        })
+        .collect()
+}
+
+struct Setup {
+    plan: Plan,
+    backbone: Box<dyn model::Backbone>,
+    interventions: Interventions,
+    head: ClassifierHead,
+}
+
+fn setup(recipe: &str) -> Setup {
+    let plan = Plan::new(LoadedRecipe::load(&repo().join(recipe)).unwrap()).unwrap();
+    let backbone = model::load(&plan.model_dir, DType::F32, &Device::Cpu).unwrap();
+    let interventions = Interventions::build(&plan, &Device::Cpu, DType::F32, 1).unwrap();
+    let head = ClassifierHead::new(384, 2, plan.recipe.recipe.task.pooling, &mut SeededRng::new(2), DType::F32, &Device::Cpu).unwrap();
+    Setup { plan, backbone, interventions, head }
+}
+
+/// One optimiser update (forward, loss, backward, clip, AdamW) at 16 × 64 tokens.
+fn bench_step(cached: bool) {
+    let s = setup("configs/loreft_r4_layers2_4.yaml");
+    let ids = fixed_batch(16, 64);
+    let batch: Batch = batch_from_ids(&ids, 0, &Device::Cpu).unwrap();
+    let labels: Vec<usize> = (0..16).map(|i| i % 2).collect();
+    let model = ClassifierModel { backbone: s.backbone.as_ref(), interventions: &s.interventions, head: &s.head, dtype: DType::F32 };
+    let params: Vec<_> = reft_core::adapter::named_tensors(&s.interventions, Some(&s.head)).into_iter().filter(|(_, v)| v.trainable).collect();
+    let mut opt = AdamW::new(&params, 0.0).unwrap();
+    let cache = cached.then(|| PrefixCache::build(s.backbone.as_ref(), reft_core::train::frozen_prefix_layers(&s.plan), &ids, 0, 16, &Device::Cpu).unwrap());
+    let idx: Vec<usize> = (0..16).collect();
+    let mut times = Vec::new();
+    for i in 0..25 {
+        let t0 = Instant::now();
+        let rng = RefCell::new(SeededRng::new(i));
+        let logits = model.logits(&batch, cache.as_ref().map(|c| (c, &idx[..])), true, &rng).unwrap();
+        let loss = cross_entropy(&logits, &labels).unwrap();
+        let grads = loss.backward().unwrap();
+        let (clip, _) = clip_factor(&params, &grads, 1.0).unwrap();
+        opt.step(&params, &grads, 1e-3, clip).unwrap();
+        if i >= 3 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let name = if cached { "step-cached" } else { "step" };
+    println!(
+        "{name}: median {:.4} s over {} updates (16 x 64 tokens, LoReFT r4 at layers 2,4, all positions{}), peak RSS {:.0} MB",
+        median(times.clone()),
+        times.len(),
+        if cached { ", layers 0-1 cached" } else { "" },
+        peak_rss_mb()
+    );
+}
+
+/// Batch-1, 64-token forward with the interventions, in evaluation mode.
+fn bench_forward() {
+    let s = setup("configs/loreft_r4_layers2_4.yaml");
+    let ids = fixed_batch(1, 64);
+    let batch = batch_from_ids(&ids, 0, &Device::Cpu).unwrap();
+    let model = ClassifierModel { backbone: s.backbone.as_ref(), interventions: &s.interventions, head: &s.head, dtype: DType::F32 };
+    let rng = RefCell::new(SeededRng::new(0));
+    let mut times = Vec::new();
+    for i in 0..60 {
+        let t0 = Instant::now();
+        let logits: Tensor = model.logits(&batch, None, false, &rng).unwrap();
+        let _ = logits.to_vec2::<f32>().unwrap();
+        if i >= 10 {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    println!("forward: median {:.2} ms over {} runs (batch 1 x 64 tokens), peak RSS {:.0} MB", median(times.clone()), times.len(), peak_rss_mb());
+}
+
+/// A whole training run of a shipped recipe through the CLI's code path.
+fn bench_run(recipe: &str, epochs: usize) {
+    let plan = Plan::new(
+        LoadedRecipe::load_with_overrides(&repo().join(recipe), &[format!("train.epochs={epochs}")]).unwrap(),
+    )
+    .unwrap();
+    let out = std::env::temp_dir().join(format!("reft-bench-run-{}", std::process::id()));
+    let t0 = Instant::now();
+    let summary = reft_core::train::train(
+        &plan,
+        reft_core::train::TrainOptions {
+            run_dir: out.clone(),
+            resume: false,
+            checkpoint_every: 0,
+            log_every: 50,
+            cache_prefix: true,
+            reporter: &mut reft_core::train::Silent,
+        },
+    )
+    .unwrap();
+    let wall = t0.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&out);
+    println!(
+        "run {recipe} ({epochs} epoch(s)): {wall:.1} s wall, {:.1} s/epoch training, dev {:.2}%, test {:.2}%, peak RSS {:.0} MB",
+        summary.seconds_per_epoch,
+        100.0 * summary.dev.accuracy,
+        100.0 * summary.test.map_or(f64::NAN, |t| t.accuracy),
+        peak_rss_mb()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    match args.first().map(String::as_str) {
+        Some("step") => bench_step(false),
+        Some("step-cached") => bench_step(true),
+        Some("forward") => bench_forward(),
+        Some("run") => bench_run(args.get(1).map_or("configs/loreft_r4_layers2_4.yaml", |s| s), args.get(2).and_then(|e| e.parse().ok()).unwrap_or(1)),
+        _ => {
+            // Each figure in a fresh process, for its own peak RSS.
+            let me = std::env::current_exe().unwrap();
+            for mode in ["step", "step-cached", "forward", "run"] {
+                let status = std::process::Command::new(&me).arg(mode).status().unwrap();
+                assert!(status.success(), "{mode} failed");
+            }
+        }
+    }
+}
