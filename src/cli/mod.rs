@@ -4,6 +4,7 @@ mod check;
 mod collect;
 mod eval;
 mod format;
+mod plot;
 mod plugins;
 mod progress;
 mod run;
@@ -45,6 +46,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Classify texts with an adapter (arguments, or one per stdin line).
     Predict(eval::PredictArgs),
+    /// Draw a run's loss and dev-accuracy curves to a PNG.
+    Plot(plot::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -57,5 +60,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::eval(a),
         Command::Predict(a) => eval::predict(a),
+        Command::Plot(a) => plot::run(a),
     }
 }
