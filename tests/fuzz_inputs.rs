@@ -148,6 +148,9 @@ fn run<S: Strategy>(name: &str, cases: u32, strategy: S, test: impl Fn(S::Value)
 where
     S::Value: Debug,
 {
+    // `FUZZ_INPUTS_SCALE=20 cargo test --release --test fuzz_inputs` for a longer hunt.
+    let scale = std::env::var("FUZZ_INPUTS_SCALE").ok().and_then(|s| s.parse::<u32>().ok()).unwrap_or(1);
+    let cases = cases.saturating_mul(scale.max(1));
     let start = std::time::Instant::now();
     let mut runner = TestRunner::new(config(cases));
     if let Err(e) = runner.run(&strategy, test) {
@@ -593,7 +596,7 @@ fn header_len(bytes: &[u8]) -> usize {
 
 fn apply_weight_edit(mut bytes: Vec<u8>, edit: &WeightEdit) -> Vec<u8> {
     match edit {
-        WeightEdit::Truncate(i) => bytes.truncate(i.index(bytes.len())),
+        WeightEdit::Truncate(i) => bytes.truncate(i.index(bytes.len() + 1)),
         WeightEdit::Flip(i, b) if !bytes.is_empty() => {
             let k = i.index(bytes.len());
             bytes[k] ^= b;
@@ -615,10 +618,15 @@ fn apply_weight_edit(mut bytes: Vec<u8>, edit: &WeightEdit) -> Vec<u8> {
                 return bytes;
             }
             let name = names[i.index(names.len())].clone();
+            let mut set = |field: &str, v: serde_json::Value| {
+                if let Some(entry) = obj.get_mut(&name).and_then(|e| e.as_object_mut()) {
+                    entry.insert(field.to_string(), v);
+                }
+            };
             match h {
-                HeaderEdit::Shape(s) => obj[&name]["shape"] = serde_json::json!(s),
-                HeaderEdit::Offsets(a, b) => obj[&name]["data_offsets"] = serde_json::json!([a, b]),
-                HeaderEdit::Dtype(d) => obj[&name]["dtype"] = serde_json::json!(d),
+                HeaderEdit::Shape(s) => set("shape", serde_json::json!(s)),
+                HeaderEdit::Offsets(a, b) => set("data_offsets", serde_json::json!([a, b])),
+                HeaderEdit::Dtype(d) => set("dtype", serde_json::json!(d)),
                 HeaderEdit::Remove => {
                     obj.remove(&name);
                 }
@@ -945,7 +953,7 @@ fn known_tokenizer_crashes_are_errors() {
     };
     let cases = [
         // A JSON syntax error inside `decoder` (tokenizers: `expect("Helper")`).
-        ("decoder syntax", clean.to_string().replace("\"cleanup\":true", "\"cleanup\":true,,"), "expected"),
+        ("decoder syntax", clean.to_string().replace("\"cleanup\":true", "\"cleanup\":true,,"), "line 1 column"),
         // A template naming a special token it does not define (tokenizers: map index).
         ("undefined special token", with("/post_processor/special_tokens/[SEP]", None), "`[SEP]`"),
         // A single-text template using sequence B (tokenizers: `encodings[1]`).
@@ -992,14 +1000,15 @@ fn recipes_the_position_index_reads_differently() {
     for (text, at) in [
         // A byte-order mark at the start, and at the start of a later line.
         (format!("\u{feff}model:\n  path: {model}\n{bad_hook}"), (5, 12)),
-        (format!("model:\n\u{feff}  path: {model}\n\u{feff}{bad_hook}"), (5, 12)),
+        (format!("model:\n  path: {model}\n\u{feff}\n{bad_hook}"), (6, 12)),
         // A quoted scalar continued at column 0: the error points at the enclosing entry.
         (
             format!("model:\n  path: {model}\ninterventions:\n  - kind: loreft\n    rank: 4\n    hooks: \"layers[0]\n.block_output\"\n"),
             (4, 5),
         ),
     ] {
-        let e = Plan::new(LoadedRecipe::parse(&recipe_path(), &text).unwrap()).err().expect("accepted");
+        let loaded = LoadedRecipe::parse(&recipe_path(), &text).unwrap_or_else(|e| panic!("{e}\n{text:?}"));
+        let e = Plan::new(loaded).err().expect("accepted");
         let Error::Recipe { location: Some(l), .. } = &e else { panic!("no location: {e}\n{text}") };
         assert_eq!((l.line, l.column), at, "{e}\n{text}");
     }
@@ -1017,6 +1026,11 @@ fn tiny_model_is_valid() {
     let h = m.forward(&batch, &NoHooks).unwrap();
     assert_eq!(h.dims(), &[2, 8, tiny_model::HIDDEN]);
     assert_eq!(tok.encode("the cats", None).unwrap(), vec![2, 5, 7, 34, 3]);
+    assert_eq!(tok.encode("the cats", Some(3)).unwrap(), vec![2, 5, 3]);
+    assert_eq!(tok.encode("the cats", Some(2)).unwrap(), vec![2, 3]);
+    // Shorter than the special tokens: an error (`tokenizers` itself would overflow).
+    let e = tok.encode("the cats", Some(1)).unwrap_err().to_string();
+    assert!(e.contains("max_length 1 is too small"), "{e}");
     for r in RECIPES {
         let text = r.replace("MODEL", &dir.display().to_string());
         let plan = Plan::new(LoadedRecipe::parse(&recipe_path(), &text).unwrap()).unwrap_or_else(|e| panic!("{e}\n{text}"));

@@ -67,6 +67,14 @@ impl TextTokenizer {
         if let Some(max) = max_length {
             if enc.len() > max {
                 // Truncate keeping the special tokens at the ends, as HF's `truncation=True` does.
+                let added = self.inner.get_post_processor().map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, false));
+                if max < added {
+                    // (`tokenizers` would subtract with overflow.)
+                    return Err(Error::model(
+                        &self.path,
+                        format!("max_length {max} is too small: this tokenizer adds {added} special tokens to every text"),
+                    ));
+                }
                 let mut t = self.inner.clone();
                 t.with_truncation(Some(TruncationParams {
                     max_length: max,

@@ -50,6 +50,11 @@ impl Builder {
                     };
                     let full = join(path, &name);
                     self.map.keys.insert(full, pos(m));
+                    // yaml-rust2 marks a block mapping's start at its first `:`; the first
+                    // key is where it starts.
+                    if let Some(start) = self.map.values.get_mut(path.as_str()) {
+                        *start = (*start).min(pos(m));
+                    }
                     *key = Some(name);
                     None
                 }
@@ -145,9 +150,10 @@ impl SourceMap {
         self.values.get(path).copied()
     }
 
-    /// Position of the key that ends `path` (falls back to the value's position).
+    /// Position of the key that ends `path` (falls back to the value's position, then to
+    /// the nearest enclosing node's).
     pub fn key(&self, path: &str) -> Option<(usize, usize)> {
-        self.keys.get(path).copied().or_else(|| self.value(path))
+        self.keys.get(path).copied().or_else(|| self.nearest(path))
     }
 }
 
@@ -165,6 +171,7 @@ mod tests {
         assert_eq!(m.value("interventions[0].hooks[1]"), Some((5, 18)));
         assert_eq!(m.key("interventions[1].rank"), Some((6, 19)));
         assert_eq!(m.value("interventions[1]"), Some((6, 5)));
+        assert_eq!(m.value("interventions[0]"), Some((4, 5)));
         assert_eq!(m.nearest("interventions[1].hooks[3]"), Some((6, 5)));
         assert_eq!(m.nearest("train.lr"), None);
         assert!(m.is_complete());

@@ -40,6 +40,9 @@ impl LoadedRecipe {
     }
 
     pub fn parse_with_overrides(path: &Path, text: &str, overrides: &[String]) -> Result<Self> {
+        // A byte-order mark (as some editors save) would count as a column in libyaml and
+        // misalign the first line against the rest.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
             return Err(Error::Recipe {
                 file: path.to_path_buf(),
