@@ -1,5 +1,5 @@
-//! Row kernels shared by the fused ops: a small float trait for f32/f64, vectorisable row
-//! reductions and a row-parallel driver on scoped threads.
+//! Row kernels shared by the fused ops: a small float trait for f32/f64, a SIMD `exp`,
+//! vectorisable row reductions and a row-parallel driver on candle's worker pool.
 
 use candle_core::WithDType;
 
@@ -24,9 +24,7 @@ impl Real for f32 {
     }
     #[inline(always)]
     fn exp_in_place(v: &mut [Self]) {
-        for x in v {
-            *x = x.exp();
-        }
+        exp_f32_slice(v)
     }
 }
 
@@ -45,6 +43,77 @@ impl Real for f64 {
         for x in v {
             *x = x.exp();
         }
+    }
+}
+
+/// `exp` over a slice of f32 on the widest SIMD unit the CPU has (chosen at run time, like
+/// gemm: the binary is built for baseline x86-64), else portable code.
+fn exp_f32_slice(v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the feature.
+            return unsafe { exp_f32_avx512(v) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features.
+            return unsafe { exp_f32_avx2(v) };
+        }
+    }
+    exp_f32_portable(v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_f32_avx512(v: &mut [f32]) {
+    exp_f32_portable(v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_f32_avx2(v: &mut [f32]) {
+    exp_f32_portable(v)
+}
+
+#[inline(always)]
+fn exp_f32_portable(v: &mut [f32]) {
+    for x in v.iter_mut() {
+        *x = exp_f32(*x);
+    }
+}
+
+/// `exp(x)` in f32 without a libm call, branch-free so that loops over it vectorise.
+/// Cephes' `expf`: `x = n·ln2 + r` with `|r| ≤ ln2/2` (ln2 split in two for an exact
+/// reduction), a degree-7 polynomial for `exp(r)`, and `2ⁿ` built in the exponent bits.
+/// Within ~2 ulp of the true value for `x ≤ 88.3` (`+∞` above, as `exp` overflows
+/// at 88.72); below `-87` (where the true value is already under 2⁻¹²⁵) it returns 0.
+/// NaN stays NaN.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4; // 355/512, exact: n·LN2_HI is exact for |n| < 2¹⁵
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5·2²³ rounds to an integer and leaves it in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let xc = x.clamp(-87.0, 88.3);
+    let shifted = xc * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
+    let e = y * scale;
+    if x > 88.3 {
+        f32::INFINITY
+    } else if x < -87.0 {
+        0.0
+    } else {
+        e
     }
 }
 
@@ -87,34 +156,42 @@ pub(crate) fn max_of<T: Real>(v: &[T]) -> T {
     m
 }
 
-/// Below this many elements per thread, spawning is slower than the work itself.
-const MIN_ELEMS_PER_THREAD: usize = 1 << 15;
+/// Below this many elements, handing rows to other threads costs more than it saves.
+const MIN_PARALLEL_ELEMS: usize = 1 << 16;
 
-/// Fill `dst` (whole rows of `row_len`) by `work(first_row, rows_chunk)`, split over up to
-/// candle's thread count (`RAYON_NUM_THREADS`, else the physical cores) on scoped threads.
+/// Fill `dst` (whole rows of `row_len`) by `work(first_row, rows)` over disjoint runs of
+/// rows, on candle's own persistent worker pool (the one its element-wise ops use; sized by
+/// `CANDLE_NUM_THREADS`/`RAYON_NUM_THREADS`) when `dst` is large enough to pay for it.
 pub(crate) fn par_rows<T: Send>(dst: &mut [T], row_len: usize, work: impl Fn(usize, &mut [T]) + Sync) {
-    let threads = candle_core::utils::get_num_threads().min(dst.len() / MIN_ELEMS_PER_THREAD);
-    par_rows_on(threads, dst, row_len, work)
-}
-
-/// [`par_rows`] on at most `threads` threads.
-pub(crate) fn par_rows_on<T: Send>(threads: usize, dst: &mut [T], row_len: usize, work: impl Fn(usize, &mut [T]) + Sync) {
     let rows = dst.len().checked_div(row_len).unwrap_or(0);
-    let threads = threads.min(rows).max(1);
-    if threads == 1 {
+    if dst.len() < MIN_PARALLEL_ELEMS || rows < 2 {
         work(0, dst);
         return;
     }
-    let per = rows.div_ceil(threads);
-    std::thread::scope(|s| {
-        let mut chunks = dst.chunks_mut(per * row_len).enumerate();
-        let (_, first) = chunks.next().expect("at least one row");
-        for (i, chunk) in chunks {
-            let work = &work;
-            s.spawn(move || work(i * per, chunk));
-        }
-        work(0, first);
+    let pool = candle_core::utils::barrier_pool();
+    if pool.n_workers() == 0 {
+        work(0, dst);
+        return;
+    }
+    let base = RowsPtr(dst.as_mut_ptr());
+    pool.execute_chunked(rows, |range| {
+        // SAFETY: `execute_chunked` hands each call a distinct sub-range of `0..rows`, so
+        // the slices are disjoint and inside `dst`, which outlives the (blocking) call.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.at(range.start * row_len), range.len() * row_len) };
+        work(range.start, chunk)
     });
+}
+
+/// The output buffer, shared with the pool's workers, each of which writes its own rows.
+struct RowsPtr<T>(*mut T);
+// SAFETY: only used by `par_rows`, whose workers write disjoint rows.
+unsafe impl<T: Send> Sync for RowsPtr<T> {}
+impl<T> RowsPtr<T> {
+    /// A method, not a field access, so closures capture the whole (Sync) wrapper.
+    fn at(&self, offset: usize) -> *mut T {
+        // SAFETY: callers stay inside the buffer.
+        unsafe { self.0.add(offset) }
+    }
 }
 
 #[cfg(test)]
@@ -123,10 +200,10 @@ mod tests {
 
     #[test]
     fn par_rows_covers_every_row_once() {
-        for (threads, rows) in [(1, 5), (2, 5), (3, 7), (4, 3), (8, 1), (3, 0)] {
-            let d = 3;
+        // Small buffers run inline; large ones go to the pool (where it has workers).
+        for (d, rows) in [(3, 5), (3, 0), (1, 1), (384, 1000), (7, 30_001)] {
             let mut dst = vec![0usize; rows * d];
-            par_rows_on(threads, &mut dst, d, |row0, chunk| {
+            par_rows(&mut dst, d, |row0, chunk| {
                 assert_eq!(chunk.len() % d, 0);
                 for (r, row) in chunk.chunks_exact_mut(d).enumerate() {
                     for (i, v) in row.iter_mut().enumerate() {
@@ -134,8 +211,26 @@ mod tests {
                     }
                 }
             });
-            assert_eq!(dst, (1..=rows * d).collect::<Vec<_>>(), "threads {threads}, rows {rows}");
+            assert!(dst.iter().enumerate().all(|(i, &v)| v == i + 1), "d {d}, rows {rows}");
         }
+    }
+
+    #[test]
+    fn exp_f32_is_within_two_ulp() {
+        let mut worst = 0f64;
+        let xs: Vec<f32> = (0..200_001).map(|i| -87.0 + (88.3 + 87.0) * i as f32 / 200_000.0).collect();
+        let mut fast = xs.clone();
+        exp_f32_slice(&mut fast);
+        for (&x, &y) in xs.iter().zip(&fast) {
+            let truth = (x as f64).exp();
+            assert_eq!(y, exp_f32(x), "dispatched and portable agree at {x}");
+            worst = worst.max(((y as f64 - truth) / truth).abs());
+        }
+        assert!(worst <= 2.5e-7, "worst relative error {worst}");
+        for (x, want) in [(-1e9f32, 0.0f32), (-88.0, 0.0), (0.0, 1.0), (1e9, f32::INFINITY), (f32::INFINITY, f32::INFINITY), (f32::NEG_INFINITY, 0.0)] {
+            assert_eq!(exp_f32(x), want, "exp({x})");
+        }
+        assert!(exp_f32(f32::NAN).is_nan());
     }
 
     #[test]
