@@ -84,7 +84,8 @@ pub fn frozen_prefix_layers(plan: &Plan) -> usize {
     let n = crate::hooks::HookSurface::num_layers(&plan.model.config);
     plan.interventions
         .iter()
-        .map(|p| p.site.layer.unwrap_or(0).min(if p.site.layer.is_none() { 0 } else { n }))
+        // `embeddings` sits below layer 0: nothing is frozen below it.
+        .map(|p| p.site.layer.unwrap_or(0))
         .min()
         .unwrap_or(n)
 }
