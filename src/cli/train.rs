@@ -5,16 +5,23 @@ use reft_core::recipe::{LoadedRecipe, Plan};
 use reft_core::train::{self, TrainOptions};
 use std::path::PathBuf;
 
+/// What `reft train` and `reft run` both take: the recipe, the run folder, overrides.
 #[derive(clap::Args)]
-pub struct Args {
-    /// The recipe to train.
-    recipe: PathBuf,
+pub struct RecipeArgs {
+    /// The recipe to train, e.g. configs/loreft_glue.yaml.
+    pub recipe: PathBuf,
     /// Run folder: adapter, metrics.jsonl, checkpoint (default: out/<recipe name>).
     #[arg(long)]
-    out: Option<PathBuf>,
+    pub out: Option<PathBuf>,
     /// Override a recipe value, e.g. --set train.lr=1e-3 --set train.seed=7 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    pub set: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    recipe: RecipeArgs,
     /// Continue an interrupted run from its folder's checkpoint.
     #[arg(long)]
     resume: bool,
@@ -32,16 +39,17 @@ pub struct Args {
 
 impl Args {
     /// The defaults `reft run` trains with.
-    pub fn for_run(recipe: PathBuf, out: Option<PathBuf>, set: Vec<String>) -> Self {
-        Args { recipe, out, set, resume: false, checkpoint_every: 50, no_cache: false, json: false }
+    pub fn for_run(recipe: RecipeArgs) -> Self {
+        Args { recipe, resume: false, checkpoint_every: 50, no_cache: false, json: false }
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let recipe = LoadedRecipe::load_with_overrides(&args.recipe, &args.set)?;
+    let RecipeArgs { recipe: recipe_path, out, set } = args.recipe;
+    let recipe = LoadedRecipe::load_with_overrides(&recipe_path, &set)?;
     let plan = Plan::new(recipe)?;
-    let run_dir = args.out.unwrap_or_else(|| {
-        let stem = args.recipe.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    let run_dir = out.unwrap_or_else(|| {
+        let stem = recipe_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
         PathBuf::from("out").join(stem)
     });
     let mut reporter = BarReporter::new();
