@@ -230,3 +230,41 @@ fn weight_of_the_wrong_shape() {
     let e = collect_fails(dir.path());
     assert_has(&e, &[&weights, &format!("`{bad_name}`"), "[384, 383]", "[384, 384]"]);
 }
+
+const LORA: &str = "model:\n  path: MODEL\ninterventions:\n  - kind: lora\n    target: [query, value]\n    rank: 8\n";
+
+#[test]
+fn lora_target_name_that_matches_nothing() {
+    let (e, p) = check_fails(&LORA.replace("value]", "valeu]"));
+    assert_has(&e, &[&format!("{p}:5:21:"), "`target` name `valeu` matches no linear module", "attention.value"]);
+}
+
+#[test]
+fn lora_target_pattern_that_matches_nothing() {
+    let (e, p) = check_fails(&LORA.replace("[query, value]", "'.*\\.self\\.qeury'"));
+    assert_has(&e, &[&format!("{p}:5:13:"), "matches no linear module", "encoder.layer.0.attention.self.query"]);
+}
+
+#[test]
+fn lora_with_both_hooks_and_target() {
+    let (e, p) = check_fails(&LORA.replace("    rank: 8", "    hooks: layers[0].attention.query\n    rank: 8"));
+    assert_has(&e, &[&format!("{p}:5:5:"), "either `hooks` or `target`"]);
+}
+
+#[test]
+fn lora_layers_the_model_lacks() {
+    let (e, p) = check_fails(&LORA.replace("    rank: 8", "    layers: [1, 7]\n    rank: 8"));
+    assert_has(&e, &[&format!("{p}:6:13:"), "layer 7 does not exist"]);
+}
+
+#[test]
+fn target_given_to_a_representation_plugin() {
+    let (e, p) = check_fails(&LORA.replace("kind: lora", "kind: loreft"));
+    assert_has(&e, &[&format!("{p}:5:5:"), "`target` picks linear modules", "`loreft` edits representations"]);
+}
+
+#[test]
+fn lora_bad_alpha_names_the_key() {
+    let (e, p) = check_fails(&LORA.replace("rank: 8", "rank: 8\n    alpha: -2"));
+    assert_has(&e, &[&format!("{p}:7:5:"), "`alpha` must be a positive number"]);
+}

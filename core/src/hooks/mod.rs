@@ -57,6 +57,13 @@ pub trait HookSurface {
     /// `(input width, output width)` of a component, or `None` if this model has no such
     /// component. For representation hooks the two are equal.
     fn component_dims(&self, component: Component) -> Option<(usize, usize)>;
+    /// The checkpoint's module path of a linear module at `site` (e.g. BERT's
+    /// `encoder.layer.0.attention.self.query`): what PEFT's `target_modules` match against and
+    /// what its adapter keys and a merged model's weight names are built from. `None` where the
+    /// model has no such module.
+    fn module_path(&self, _site: Site) -> Option<String> {
+        None
+    }
     /// Every component this model has, for error messages and docs.
     fn components(&self) -> Vec<Component> {
         Component::ALL

@@ -104,6 +104,19 @@ impl HookSurface for BertConfig {
             _ => (d, d),
         })
     }
+    fn module_path(&self, site: Site) -> Option<String> {
+        let l = site.layer.filter(|l| *l < self.num_hidden_layers)?;
+        let module = match site.component {
+            Component::Linear(LinearModule::Query) => "attention.self.query",
+            Component::Linear(LinearModule::Key) => "attention.self.key",
+            Component::Linear(LinearModule::Value) => "attention.self.value",
+            Component::Linear(LinearModule::AttentionOut) => "attention.output.dense",
+            Component::Linear(LinearModule::MlpUp) => "intermediate.dense",
+            Component::Linear(LinearModule::MlpDown) => "output.dense",
+            _ => return None,
+        };
+        Some(format!("encoder.layer.{l}.{module}"))
+    }
 }
 
 struct Layer {

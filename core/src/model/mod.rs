@@ -87,6 +87,11 @@ impl HookSurface for ModelConfig {
             ModelConfig::Bert(b) => b.component_dims(c),
         }
     }
+    fn module_path(&self, site: crate::hooks::Site) -> Option<String> {
+        match self {
+            ModelConfig::Bert(b) => b.module_path(site),
+        }
+    }
 }
 
 fn require_dir(dir: &Path) -> Result<()> {

@@ -4,6 +4,7 @@
 mod locate;
 pub mod paths;
 pub mod plan;
+pub mod target;
 pub mod types;
 
 pub use locate::SourceMap;

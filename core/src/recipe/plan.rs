@@ -119,32 +119,7 @@ fn plan_entry(
         }
     };
 
-    let hooks = spec.hooks.as_slice();
-    if hooks.is_empty() {
-        return Err(recipe.error_at(&at(".hooks"), "`hooks` is empty: name at least one hook point"));
-    }
-    let mut sites = Vec::new();
-    for (j, text) in hooks.iter().enumerate() {
-        let hook_path = if spec.hooks.is_list() { at(&format!(".hooks[{j}]")) } else { at(".hooks") };
-        let resolved = HookPattern::parse(text)
-            .and_then(|p| p.resolve(surface))
-            .map_err(|e| recipe.error_at(&hook_path, e.to_string()))?;
-        for site in resolved {
-            if site.kind() != factory.hook_kind {
-                let want = match factory.hook_kind {
-                    HookKind::Representation => "a representation such as `layers[2].block_output`",
-                    HookKind::Linear => "a linear module such as `layers[*].attention.query`",
-                };
-                return Err(recipe.error_at(
-                    &hook_path,
-                    format!("`{}` attaches to {want}, but `{site}` is not one", spec.kind),
-                ));
-            }
-            if !sites.iter().any(|(s, _)| *s == site) {
-                sites.push((site, hook_path.clone()));
-            }
-        }
-    }
+    let sites = resolve_sites(recipe, i, spec, factory, surface)?;
 
     let location = recipe.source.value(&at("")).map(|(line, column)| Location {
         file: recipe.path.clone(),
@@ -153,7 +128,7 @@ fn plan_entry(
     });
     let base_name = spec.name.clone().unwrap_or_else(|| format!("{i}.{}", spec.kind));
     let mut out = Vec::new();
-    for (site, _) in sites {
+    for site in sites {
         let (in_dim, out_dim) = surface
             .component_dims(site.component)
             .expect("resolved sites exist on the model");
@@ -177,6 +152,92 @@ fn plan_entry(
         out.push(planned);
     }
     Ok(out)
+}
+
+/// The sites an entry names, through `hooks` or through `target` (+ `layers`).
+fn resolve_sites(
+    recipe: &LoadedRecipe,
+    i: usize,
+    spec: &super::InterventionSpec,
+    factory: &PluginFactory,
+    surface: &dyn HookSurface,
+) -> Result<Vec<Site>> {
+    let at = |p: &str| format!("interventions[{i}]{p}");
+    let mut sites: Vec<Site> = Vec::new();
+    let mut add = |site: Site| {
+        if !sites.contains(&site) {
+            sites.push(site);
+        }
+    };
+    match (&spec.hooks, &spec.target) {
+        (Some(_), Some(_)) => {
+            return Err(recipe.error_at_key(&at(".target"), "give either `hooks` or `target`, not both"));
+        }
+        (None, None) => {
+            return Err(recipe.error_at(
+                &at(""),
+                format!("`{}` needs `hooks` (e.g. `layers[2].block_output`) or, for linear-module plugins, `target` (e.g. [query, value])", spec.kind),
+            ));
+        }
+        (Some(hooks), None) => {
+            if spec.layers.is_some() {
+                return Err(recipe.error_at_key(
+                    &at(".layers"),
+                    "`layers` goes with `target`; with `hooks`, name the layers in the hook (`layers[0,2].attention.query`)",
+                ));
+            }
+            let list = hooks.as_slice();
+            if list.is_empty() {
+                return Err(recipe.error_at(&at(".hooks"), "`hooks` is empty: name at least one hook point"));
+            }
+            for (j, text) in list.iter().enumerate() {
+                let hook_path = if hooks.is_list() { at(&format!(".hooks[{j}]")) } else { at(".hooks") };
+                let resolved = HookPattern::parse(text)
+                    .and_then(|p| p.resolve(surface))
+                    .map_err(|e| recipe.error_at(&hook_path, e.to_string()))?;
+                for site in resolved {
+                    if site.kind() != factory.hook_kind {
+                        let want = match factory.hook_kind {
+                            HookKind::Representation => "a representation such as `layers[2].block_output`",
+                            HookKind::Linear => "a linear module such as `layers[*].attention.query`",
+                        };
+                        return Err(recipe.error_at(
+                            &hook_path,
+                            format!("`{}` attaches to {want}, but `{site}` is not one", spec.kind),
+                        ));
+                    }
+                    add(site);
+                }
+            }
+        }
+        (None, Some(target)) => {
+            if factory.hook_kind != HookKind::Linear {
+                return Err(recipe.error_at_key(
+                    &at(".target"),
+                    format!("`target` picks linear modules, but `{}` edits representations: use `hooks`", spec.kind),
+                ));
+            }
+            let layers = spec.layers.as_ref().map(|l| l.to_vec());
+            if let Some(ls) = &layers {
+                let n = surface.num_layers();
+                if let Some(bad) = ls.iter().find(|l| **l >= n) {
+                    return Err(recipe.error_at(&at(".layers"), format!("layer {bad} does not exist: the model has layers 0..{}", n.saturating_sub(1))));
+                }
+                if ls.is_empty() {
+                    return Err(recipe.error_at(&at(".layers"), "`layers` is empty: leave it out to take every layer"));
+                }
+            }
+            let picked = super::target::select(target, layers.as_deref(), surface).map_err(|e| {
+                let path = match (e.entry, target) {
+                    (Some(j), super::Target::Names(_)) => at(&format!(".target[{j}]")),
+                    _ => at(".target"),
+                };
+                recipe.error_at(&path, e.message)
+            })?;
+            picked.into_iter().for_each(&mut add);
+        }
+    }
+    Ok(sites)
 }
 
 /// Point a plugin's complaint at the offending key when the message names one.

@@ -208,18 +208,54 @@ pub struct ExportSpec {
     pub dir: String,
 }
 
-/// One entry of `interventions:`. The keys other than these four belong to the plugin
-/// and are checked by it (`rank`, `dropout`, …).
+/// One entry of `interventions:`. The keys other than these belong to the plugin and are
+/// checked by it (`rank`, `dropout`, …).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct InterventionSpec {
     pub kind: String,
-    pub hooks: OneOrMany,
+    /// Hook points by name (`layers[2].block_output`, `layers[*].attention.query`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<OneOrMany>,
+    /// Linear modules chosen the way PEFT's `target_modules` chooses them: a list of names
+    /// (`query`, `attention.output`, or a suffix of the checkpoint's module path such as
+    /// `intermediate.dense`), or one string taken as a regular expression over the full
+    /// module path. The alternative to `hooks` for linear-module plugins such as LoRA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    /// With `target`: only these layers (PEFT's `layers_to_transform`); all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<LayerList>,
     #[serde(default)]
     pub positions: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
     #[serde(flatten)]
     pub options: serde_yaml::Mapping,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Target {
+    /// A regular expression that must match a module path in full.
+    Pattern(String),
+    /// Module names, each matching a module path exactly or as a dotted suffix.
+    Names(Vec<String>),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum LayerList {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl LayerList {
+    pub fn to_vec(&self) -> Vec<usize> {
+        match self {
+            LayerList::One(l) => vec![*l],
+            LayerList::Many(v) => v.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
