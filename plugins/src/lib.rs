@@ -7,6 +7,7 @@
 
 pub mod common;
 pub mod linear;
+pub mod lora;
 pub mod mlp;
 pub mod reft;
 

@@ -22,6 +22,23 @@ pub fn with_spec<T>(options: &str, dim: usize, f: impl FnOnce(&mut BuildSpec) ->
     f(&mut spec)
 }
 
+/// Build registered plugin `kind` with YAML `options` at an `in_dim → out_dim` linear module.
+pub fn build_linear(kind: &str, options: &str, in_dim: usize, out_dim: usize) -> reft_core::Result<Box<dyn Intervention>> {
+    let factory = intervention::find(kind)?;
+    let options: serde_yaml::Mapping = serde_yaml::from_str(options).unwrap();
+    let mut rng = SeededRng::new(0);
+    let mut spec = BuildSpec {
+        options: &options,
+        site: Site::new(0, Component::Linear(reft_core::hooks::LinearModule::MlpUp)),
+        in_dim,
+        out_dim,
+        device: &Device::Cpu,
+        dtype: DType::F32,
+        rng: &mut rng,
+    };
+    (factory.build)(&mut spec)
+}
+
 /// Build registered plugin `kind` with YAML `options` at a `dim`-wide representation hook.
 pub fn build(kind: &str, options: &str, dim: usize) -> reft_core::Result<Box<dyn Intervention>> {
     let factory = intervention::find(kind)?;
