@@ -13,6 +13,7 @@ pub mod error;
 pub mod hooks;
 pub mod intervention;
 pub mod io;
+pub mod merge;
 pub mod model;
 pub mod nn;
 pub mod ops;

@@ -16,8 +16,12 @@ pub struct Args {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Apply this recipe's interventions (at their initial weights) while collecting.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "adapter")]
     recipe: Option<PathBuf>,
+    /// Apply a trained adapter while collecting: a `reft train` folder or an HF PEFT LoRA
+    /// folder (`adapter_config.json`).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Hook points to capture, e.g. "layers[*].block_output" (repeatable).
     #[arg(long = "hooks", required = true)]
     hooks: Vec<String>,
@@ -38,10 +42,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(r) => Some(Plan::new(LoadedRecipe::load(r)?)?),
         None => None,
     };
-    let model_dir = match (&args.model, &plan) {
-        (Some(m), _) => m.clone(),
-        (None, Some(p)) => p.model_dir.clone(),
-        (None, None) => anyhow::bail!("say which model: --model DIR or --recipe RECIPE"),
+    let device = candle_core::Device::Cpu;
+    let loaded = match &args.adapter {
+        Some(dir) => Some(reft_core::adapter::load(dir, args.model.as_deref(), &device)?),
+        None => None,
+    };
+    let model_dir = match (&args.model, &plan, &loaded) {
+        (Some(m), _, _) => m.clone(),
+        (None, Some(p), _) => p.model_dir.clone(),
+        (None, None, Some(l)) => l.model_dir.clone(),
+        (None, None, None) => anyhow::bail!("say which model: --model DIR, --recipe RECIPE or --adapter DIR"),
     };
     let texts = if args.text.is_empty() {
         std::io::stdin()
@@ -59,7 +69,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("no input text: pass --text or pipe one text per line");
     }
 
-    let device = candle_core::Device::Cpu;
     let backbone = model::load(&model_dir, candle_core::DType::F32, &device)?;
     let tokenizer = model::load_tokenizer(&model_dir)?;
     let mut sites = Vec::new();
@@ -73,12 +82,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let batch = tokenizer.batch(&refs, Some(args.max_length), &device)?;
 
-    let interventions = match &plan {
+    let built = match &plan {
         Some(p) => Some(reft_core::attach::Interventions::build(p, &device, candle_core::DType::F32, p.recipe.recipe.train.seed)?),
         None => None,
     };
+    let interventions = built.as_ref().or(loaded.as_ref().map(|l| &l.interventions));
     let rng = std::cell::RefCell::new(reft_core::rng::SeededRng::new(0));
-    let batch_hooks = match &interventions {
+    let batch_hooks = match interventions {
         Some(i) => Some(i.hooks(&batch, false, candle_core::DType::F32, &rng)?),
         None => None,
     };

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// Adapter folder (from `reft train`).
+    /// Adapter folder: from `reft train`, or an HF PEFT LoRA folder (`adapter_config.json`).
     #[arg(long)]
     adapter: PathBuf,
     /// Labelled data file (tsv, csv or jsonl).
@@ -34,7 +34,7 @@ pub struct EvalArgs {
 
 #[derive(clap::Args)]
 pub struct PredictArgs {
-    /// Adapter folder (from `reft train`).
+    /// Adapter folder: from `reft train`, or an HF PEFT LoRA folder (`adapter_config.json`).
     #[arg(long)]
     adapter: PathBuf,
     /// Texts to classify; without any, one text per stdin line.

@@ -4,6 +4,7 @@ mod check;
 mod collect;
 mod eval;
 mod format;
+mod merge;
 mod plot;
 mod plugins;
 mod progress;
@@ -48,6 +49,8 @@ enum Command {
     Predict(eval::PredictArgs),
     /// Draw a run's loss and dev-accuracy curves to a PNG.
     Plot(plot::Args),
+    /// Fold a LoRA adapter (ours or PEFT's) into the base model's weights.
+    Merge(merge::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -61,5 +64,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::eval(a),
         Command::Predict(a) => eval::predict(a),
         Command::Plot(a) => plot::run(a),
+        Command::Merge(a) => merge::run(a),
     }
 }

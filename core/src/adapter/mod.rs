@@ -5,6 +5,7 @@
 
 mod fingerprint;
 mod manifest;
+pub mod peft;
 
 pub use fingerprint::fingerprint;
 pub use manifest::{HeadEntry, InterventionEntry, Manifest, ModelEntry, FORMAT, FORMAT_VERSION};
@@ -88,7 +89,12 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
 /// Load an adapter and its base model (`model_override` replaces the recorded path).
 /// Order: manifest, then model fingerprint, then plugins and hooks, then shapes, and only
 /// then the weights.
+///
+/// A folder in HF PEFT's LoRA layout (`adapter_config.json`, no `adapter.yaml`) loads too.
 pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Result<Loaded> {
+    if peft::is_peft_dir(dir) {
+        return peft::load(dir, model_override, device);
+    }
     let manifest = read_manifest(dir)?;
     let model_dir = model_override.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(&manifest.base_model.path));
     let info = model::inspect(&model_dir)?;

@@ -74,6 +74,15 @@ impl WeightFile {
         self.tensors.contains_key(name)
     }
 
+    /// The tensor `name`, whatever its shape (for formats where the shape carries
+    /// information, such as a PEFT adapter's rank).
+    pub fn get_any(&self, name: &str) -> Result<Tensor> {
+        self.tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::model(&self.path, format!("missing tensor `{name}`")))
+    }
+
     /// The tensor `name`, which must have exactly `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self.tensors.get(name).ok_or_else(|| {

@@ -332,6 +332,11 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
     log.write(serde_json::json!({ "type": "final", "step": progress.global_step, "summary": summary }))?;
     manifest.metrics = serde_json::to_value(&summary).ok();
     adapter::save(&opts.run_dir, &manifest, &interventions, Some(&head))?;
+    // A LoRA-only adapter is also written in HF PEFT's layout, so PEFT (and anything that reads
+    // it) can load the run folder as it is.
+    if adapter::peft::writable(&interventions, &manifest).is_ok() {
+        adapter::peft::save(&opts.run_dir, &manifest, &interventions, &plan.model.config)?;
+    }
     crate::io::write_atomic(&opts.run_dir.join("summary.json"), serde_json::to_string_pretty(&summary).unwrap().as_bytes())?;
     Ok(summary)
 }
