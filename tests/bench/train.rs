@@ -1,7 +1,7 @@
 //! Benchmarks for training and inference on the real MiniLM (docs/benchmarks.md).
 //!
 //!   cargo bench --bench train                 # every figure, each in its own process
-//!   cargo bench --bench train -- step         # one figure: step | step-cached | forward | run
+//!   cargo bench --bench train -- step         # one figure: step | step-cached | step-lora | forward | run
 //!
 //! Each figure runs in a fresh process so its peak RSS (VmHWM) is its own. Times are
 //! medians over repeated runs after a warm-up; the machine is noisy, so compare medians.
@@ -76,9 +76,10 @@ fn setup(recipe: &str) -> Setup {
     Setup { plan, backbone, interventions, head }
 }
 
-/// One optimiser update (forward, loss, backward, clip, AdamW) at 16 × 64 tokens.
-fn bench_step(cached: bool) {
-    let s = setup("configs/loreft_r4_layers2_4.yaml");
+/// One optimiser update (forward, loss, backward, clip, AdamW) at 16 × 64 tokens of
+/// `recipe`'s interventions (`what` describes them in the output).
+fn bench_step(recipe: &str, what: &str, cached: bool) {
+    let s = setup(recipe);
     let ids = fixed_batch(16, 64);
     let batch: Batch = batch_from_ids(&ids, 0, &Device::Cpu).unwrap();
     let labels: Vec<usize> = (0..16).map(|i| i % 2).collect();
@@ -100,12 +101,12 @@ fn bench_step(cached: bool) {
             times.push(t0.elapsed().as_secs_f64());
         }
     }
-    let name = if cached { "step-cached" } else { "step" };
+    let frozen = reft_core::train::frozen_prefix_layers(&s.plan);
     println!(
-        "{name}: median {:.4} s over {} updates (16 x 64 tokens, LoReFT r4 at layers 2,4, all positions{}), peak RSS {:.0} MB",
+        "step: median {:.4} s over {} updates (16 x 64 tokens, {what}{}), peak RSS {:.0} MB",
         median(times.clone()),
         times.len(),
-        if cached { ", layers 0-1 cached" } else { "" },
+        if cached { format!(", layers 0-{} cached", frozen.saturating_sub(1)) } else { String::new() },
         peak_rss_mb()
     );
 }
@@ -160,17 +161,20 @@ fn bench_run(recipe: &str, epochs: usize) {
     );
 }
 
+const LOREFT_R4: &str = "configs/loreft_r4_layers2_4.yaml";
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     match args.first().map(String::as_str) {
-        Some("step") => bench_step(false),
-        Some("step-cached") => bench_step(true),
+        Some("step") => bench_step(LOREFT_R4, "LoReFT r4 at layers 2,4, all positions", false),
+        Some("step-cached") => bench_step(LOREFT_R4, "LoReFT r4 at layers 2,4, all positions", true),
+        Some("step-lora") => bench_step("configs/lora_qv.yaml", "LoRA r8 on query,value of all 6 layers", false),
         Some("forward") => bench_forward(),
         Some("run") => bench_run(args.get(1).map_or("configs/loreft_r4_layers2_4.yaml", |s| s), args.get(2).and_then(|e| e.parse().ok()).unwrap_or(1)),
         _ => {
             // Each figure in a fresh process, for its own peak RSS.
             let me = std::env::current_exe().unwrap();
-            for mode in ["step", "step-cached", "forward", "run"] {
+            for mode in ["step", "step-cached", "step-lora", "forward", "run"] {
                 let status = std::process::Command::new(&me).arg(mode).status().unwrap();
                 assert!(status.success(), "{mode} failed");
             }
