@@ -52,7 +52,14 @@ const BATCHES: usize = 1;
 // ---------------------------------------------------------------------------------------
 // The device under test.
 
+/// The device under test, opened once and shared by the tests (one CUDA context, and its
+/// kernels loaded once).
 fn device_under_test() -> Result<Device> {
+    static DEVICE: std::sync::OnceLock<std::result::Result<Device, String>> = std::sync::OnceLock::new();
+    DEVICE.get_or_init(|| open_device().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
+}
+
+fn open_device() -> Result<Device> {
     if std::env::var("REFT_PARITY_DEVICE").as_deref() == Ok("cpu") {
         println!("REFT_PARITY_DEVICE=cpu: the CPU stands in for the GPU (self-test of this file; no CUDA runs)");
         return Ok(Device::Cpu);
