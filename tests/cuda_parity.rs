@@ -422,8 +422,10 @@ impl Trainee {
         Ok((value, grads))
     }
 
+    /// A snapshot: `to_device` onto the device a tensor is already on shares its storage,
+    /// which later in-place AdamW updates would change, so copy.
     fn params_on_cpu(&self) -> Result<Vec<(String, Tensor)>> {
-        self.params.iter().map(|(n, v)| Ok((n.clone(), v.var.as_tensor().to_device(&Device::Cpu)?))).collect()
+        self.params.iter().map(|(n, v)| Ok((n.clone(), v.var.as_tensor().to_device(&Device::Cpu)?.copy()?))).collect()
     }
 }
 
