@@ -80,8 +80,10 @@ impl Rotation {
     pub fn matrix(&self) -> Result<Tensor> {
         let v = self.vectors.as_tensor();
         let (r, d) = v.dims2()?;
-        // Y = E: the first r columns of the d×d identity.
-        let mut y = Tensor::eye(d, v.dtype(), v.device())?.narrow(1, 0, r)?;
+        // Y = E: the first r columns of the d×d identity. Contiguous: a column slice has row
+        // stride d ≠ r, which cuBLAS (candle's CUDA matmul) rejects as MatMulNonContiguous;
+        // the CPU gemm accepts any strides, so only a CUDA run would hit it.
+        let mut y = Tensor::eye(d, v.dtype(), v.device())?.narrow(1, 0, r)?.contiguous()?;
         for i in (0..r).rev() {
             let vi = v.narrow(0, i, 1)?.t()?; // [d, 1]
             let vv = vi.sqr()?.sum_all()?;
