@@ -12,6 +12,7 @@ use reft_plugins as _;
 
 fn main() -> ExitCode {
     reft_plugins::link();
+    reft_core::alloc::tune_for_tensors();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 //! -> trainer -> adapter artifact -> exporter -> runtime. No module reaches back up that chain.
 
 pub mod adapter;
+pub mod alloc;
 pub mod assets;
 pub mod attach;
 pub mod collect;

@@ -164,6 +164,7 @@ fn bench_run(recipe: &str, epochs: usize) {
 const LOREFT_R4: &str = "configs/loreft_r4_layers2_4.yaml";
 
 fn main() {
+    reft_core::alloc::tune_for_tensors();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     match args.first().map(String::as_str) {
         Some("step") => bench_step(LOREFT_R4, "LoReFT r4 at layers 2,4, all positions", false),
