@@ -240,7 +240,7 @@ impl Bert {
         Ok(match self.config.hidden_act.as_str() {
             "relu" => x.relu()?,
             "gelu_new" | "gelu_pytorch_tanh" => x.gelu()?,
-            _ => x.gelu_erf()?,
+            _ => crate::ops::gelu_erf(x)?,
         })
     }
 

@@ -13,11 +13,13 @@
 //! path, so the answer is never wrong, only sometimes slower.
 
 mod frozen_linear;
+mod gelu;
 mod kernels;
 mod layer_norm;
 mod softmax;
 
 pub use frozen_linear::frozen_linear;
+pub use gelu::gelu_erf;
 pub use layer_norm::frozen_layer_norm;
 pub use softmax::softmax_last;
 

@@ -295,3 +295,38 @@ fn composition_gradient_matches_slow_path_and_finite_differences() {
         assert!(gf.get(t).is_none(), "frozen parameters get no gradient");
     }
 }
+
+#[test]
+fn gelu_forward_matches_candle() {
+    for (dtype, tol) in [(DType::F32, 5e-7), (DType::F64, 1e-15)] {
+        // Wide enough to reach both tails and odd sizes (not a multiple of the chunk).
+        let x = randn(7, &[3, 5001], 3.0, dtype);
+        let d = max_abs_diff(&gelu_erf(&x).unwrap(), &x.gelu_erf().unwrap());
+        assert!(d <= tol, "{dtype:?}: {d}");
+    }
+    // Zero at zero, 0 and x in the far tails, x/2 for tiny x.
+    let x = Tensor::new(&[0f32, -20.0, 20.0, -1e-30], &Device::Cpu).unwrap();
+    let y = gelu_erf(&x).unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(&y[..3], &[0.0, 0.0, 20.0]);
+    assert!((y[3] + 5e-31).abs() < 1e-36, "{}", y[3]);
+}
+
+#[test]
+fn gelu_gradient_matches_candle_and_finite_differences() {
+    let x = Var::from_tensor(&randn(8, &[4, 300], 2.0, DType::F64)).unwrap();
+    let probe = randn(9, &[4, 300], 1.0, DType::F64);
+    let fused = probed(&|t| gelu_erf(t), x.as_tensor(), &probe).backward().unwrap();
+    let slow = probed(&|t| t.gelu_erf(), x.as_tensor(), &probe).backward().unwrap();
+    let (gf, gs) = (fused.get(x.as_tensor()).unwrap(), slow.get(x.as_tensor()).unwrap());
+    // candle's backward rounds 1/√(2π) to 0.398942 (relative error 7e-7); ours is exact, as
+    // the finite differences confirm.
+    assert!(max_abs_diff(gf, gs) <= 2e-6, "{}", max_abs_diff(gf, gs));
+    check_finite_differences(&|t| gelu_erf(t), x.as_tensor(), &probe, gf, 40);
+
+    let x32 = Var::from_tensor(&randn(8, &[4, 300], 2.0, DType::F32)).unwrap();
+    let p32 = probe.to_dtype(DType::F32).unwrap();
+    let fused = probed(&|t| gelu_erf(t), x32.as_tensor(), &p32).backward().unwrap();
+    let slow = probed(&|t| t.gelu_erf(), x32.as_tensor(), &p32).backward().unwrap();
+    let d = max_abs_diff(fused.get(x32.as_tensor()).unwrap(), slow.get(x32.as_tensor()).unwrap());
+    assert!(d <= 2e-6, "{d}");
+}
