@@ -18,7 +18,7 @@ pub mod pipeline;
 pub mod proto;
 
 pub use graph::{Attr, Graph};
-pub use pipeline::{export_adapter, ExportOptions, ExportReport, PipelineSpec};
+pub use pipeline::{export_adapter, export_pipeline, ExportInput, ExportOptions, ExportReport, PipelineSpec, Source};
 
 use crate::attach::Interventions;
 use crate::error::{Error, Result};

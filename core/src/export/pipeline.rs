@@ -3,6 +3,9 @@
 
 use super::{classifier_graph, model_proto, write_model, ExportedIntervention, ATTENTION_MASK, INPUT_IDS, LOGITS};
 use crate::adapter::Loaded;
+use crate::attach::Interventions;
+use crate::model::Backbone;
+use crate::task::classification::ClassifierHead;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -144,22 +147,51 @@ pub struct ExportReport {
     pub spec: PipelineSpec,
 }
 
-/// Export a loaded adapter (backbone + interventions + head) to a pipeline folder `out`.
-/// Each file is written atomically; `pipeline.yaml` last, so a folder with one is complete.
-pub fn export_adapter(loaded: &Loaded, out: &Path, opts: &ExportOptions) -> Result<ExportReport> {
-    opts.ort.validate().map_err(Error::Other)?;
-    let head = loaded.head.as_ref().ok_or_else(|| Error::Other(format!("{}: the adapter has no classification head to export", loaded.dir.display())))?;
-    let head_entry = loaded.manifest.head.clone().expect("a loaded head has a manifest entry");
-    let max_length = loaded.manifest.max_length.unwrap_or(512);
-    let tok = crate::model::load_tokenizer(&loaded.model_dir)?;
+/// What an export needs, whether from a saved adapter or built in memory.
+pub struct ExportInput<'a> {
+    pub backbone: &'a dyn Backbone,
+    pub interventions: &'a Interventions,
+    pub head: &'a ClassifierHead,
+    /// The base model folder (its `tokenizer.json` goes into the pipeline).
+    pub model_dir: &'a Path,
+    /// Label names by index (default: `0`, `1`, …).
+    pub labels: Option<Vec<String>>,
+    pub max_length: usize,
+    pub source: Source,
+}
 
-    let cg = classifier_graph(loaded.backbone.as_ref(), &loaded.interventions, head)?;
+/// Export a loaded adapter (backbone + interventions + head) to a pipeline folder `out`.
+pub fn export_adapter(loaded: &Loaded, out: &Path, opts: &ExportOptions) -> Result<ExportReport> {
+    let head = loaded.head.as_ref().ok_or_else(|| Error::Other(format!("{}: the adapter has no classification head to export", loaded.dir.display())))?;
+    let input = ExportInput {
+        backbone: loaded.backbone.as_ref(),
+        interventions: &loaded.interventions,
+        head,
+        model_dir: &loaded.model_dir,
+        labels: loaded.manifest.head.as_ref().and_then(|h| h.labels.clone()),
+        max_length: loaded.manifest.max_length.unwrap_or(512),
+        source: Source {
+            adapter: loaded.dir.display().to_string(),
+            base_model: loaded.model_dir.display().to_string(),
+            base_model_fingerprint: loaded.manifest.base_model.fingerprint.clone(),
+        },
+    };
+    export_pipeline(&input, out, opts)
+}
+
+/// Write the pipeline folder `out` for `input`. Each file is written atomically, and
+/// `pipeline.yaml` last, so a folder with one is complete.
+pub fn export_pipeline(input: &ExportInput, out: &Path, opts: &ExportOptions) -> Result<ExportReport> {
+    opts.ort.validate().map_err(Error::Other)?;
+    let max_length = input.max_length;
+    let tok = crate::model::load_tokenizer(input.model_dir)?;
+
+    let cg = classifier_graph(input.backbone, input.interventions, input.head)?;
     let (nodes, init_bytes) = (cg.graph.num_nodes(), cg.graph.initializer_bytes());
     let interventions = cg.interventions.clone();
     let num_labels = cg.num_labels;
-    let doc = format!("reft pipeline from adapter {}", loaded.dir.display());
+    let doc = format!("reft pipeline from adapter {}", input.source.adapter);
     let mut model = model_proto(cg, &doc);
-
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     // The folder counts as a pipeline only once its new pipeline.yaml lands.
     let old_spec = out.join(PIPELINE_FILE);
@@ -184,7 +216,7 @@ pub fn export_adapter(loaded: &Loaded, out: &Path, opts: &ExportOptions) -> Resu
     crate::io::write_atomic(&out.join(TOKENIZER_FILE), tok_json.as_bytes())?;
     files.push(out.join(TOKENIZER_FILE));
 
-    let labels = head_entry.labels.clone().unwrap_or_else(|| (0..num_labels).map(|i| i.to_string()).collect());
+    let labels = input.labels.clone().unwrap_or_else(|| (0..num_labels).map(|i| i.to_string()).collect());
     let port = |name: &str, dtype: &str, shape: &[&str]| Port { name: name.into(), dtype: dtype.into(), shape: shape.iter().map(|s| s.to_string()).collect() };
     let spec = PipelineSpec {
         format: FORMAT.into(),
@@ -201,11 +233,7 @@ pub fn export_adapter(loaded: &Loaded, out: &Path, opts: &ExportOptions) -> Resu
         outputs: vec![port(LOGITS, "float32", &["batch", &num_labels.to_string()])],
         ort: opts.ort.clone(),
         interventions,
-        source: Source {
-            adapter: loaded.dir.display().to_string(),
-            base_model: loaded.model_dir.display().to_string(),
-            base_model_fingerprint: loaded.manifest.base_model.fingerprint.clone(),
-        },
+        source: input.source.clone(),
     };
     let yaml = serde_yaml::to_string(&spec).map_err(|e| Error::Other(format!("cannot write pipeline.yaml: {e}")))?;
     crate::io::write_atomic(&out.join(PIPELINE_FILE), yaml.as_bytes())?;
