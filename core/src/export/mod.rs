@@ -297,9 +297,13 @@ pub fn model_proto(c: ClassifierGraph, doc: &str) -> ModelProto {
 /// an external data file beside the model.
 pub const EXTERNAL_DATA_THRESHOLD: usize = (1usize << 31) - (64 << 20);
 
+/// Initializers smaller than this stay inside the model file even with external data (as
+/// `onnx.external_data_helper` does).
+const EXTERNAL_MIN_BYTES: usize = 1024;
+
 /// Write `model` to `path` atomically. When its initializers pass `external_threshold`
 /// bytes, they move to `<file name>.data` beside it (ONNX external data, offsets 64-byte
-/// aligned) and the model keeps only their locations. Returns the files written.
+/// aligned; tensors under 1 KiB stay inline) and the model keeps only their locations. Returns the files written.
 pub fn write_model(model: &mut ModelProto, path: &Path, external_threshold: usize) -> Result<Vec<PathBuf>> {
     let graph = model.graph.as_mut().ok_or_else(|| Error::Other("ONNX model without a graph".into()))?;
     let bytes: usize = graph.initializer.iter().map(|t| t.raw_data.as_ref().map_or(0, |d| d.len())).sum();
@@ -309,6 +313,10 @@ pub fn write_model(model: &mut ModelProto, path: &Path, external_threshold: usiz
         let data_path = path.with_file_name(&file_name);
         let mut data = Vec::with_capacity(bytes + 64 * graph.initializer.len());
         for t in graph.initializer.iter_mut() {
+            // Small tensors (shapes, axes, scalars) stay inline: shape inference reads them.
+            if t.raw_data.as_ref().is_none_or(|d| d.len() < EXTERNAL_MIN_BYTES) {
+                continue;
+            }
             let Some(raw) = t.raw_data.take() else { continue };
             while data.len() % 64 != 0 {
                 data.push(0);
