@@ -181,6 +181,22 @@ fn recipes_match_candle(texts: Vec<String>, cli_checks: bool) {
             assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
             onnx_checker(&pipeline.join("model.onnx"));
 
+            // --quantize int8: a valid graph whose predictions mostly agree with float32.
+            let q = tmp.path().join(format!("{name}.int8"));
+            let (ok, _, err) = run_reft(&["export", "--adapter", adapter.to_str().unwrap(), "--out", q.to_str().unwrap(), "--quantize", "int8"]);
+            assert!(ok, "{err}");
+            onnx_checker(&q.join("model.onnx"));
+            let mut qp = OrtPipeline::load(&q, None).unwrap();
+            assert_eq!(qp.spec.quantize.as_deref(), Some("int8"));
+            let ids: Vec<Vec<u32>> = texts.iter().map(|t| qp.encode(t).unwrap()).collect();
+            let (a, b) = (qp.logits_batched(&ids, 8).unwrap(), pipe.logits_batched(&ids, 8).unwrap());
+            let agree = a.iter().zip(&b).filter(|(x, y)| argmax(x) == argmax(y)).count();
+            let worst = a.iter().zip(&b).flat_map(|(x, y)| x.iter().zip(y).map(|(u, v)| (u - v).abs())).fold(0f32, f32::max);
+            eprintln!("{name} int8: {agree}/{} predictions agree with float32, max |diff| {worst:.3}", texts.len());
+            assert!(agree * 10 >= texts.len() * 9, "{agree}/{}", texts.len());
+            let (ok, _, err) = run_reft(&["export", "--adapter", adapter.to_str().unwrap(), "--out", q.to_str().unwrap(), "--quantize", "int4"]);
+            assert!(!ok && err.contains("int4"), "{err}");
+
             // Without the ONNX Runtime library: a clear error that says how to get it.
             let out = std::process::Command::new(reft_bin())
                 .args(["infer", pipeline.to_str().unwrap(), "text"])

@@ -22,6 +22,10 @@ pub struct Args {
     /// ONNX Runtime intra-op threads recorded for `reft infer` (0: ONNX Runtime's choice).
     #[arg(long, default_value_t = 0)]
     pub intra_threads: usize,
+    /// `int8`: the frozen backbone's linear modules as dynamic int8 matmuls (faster on CPUs
+    /// with VNNI/AMX; logits then differ from candle's by quantization error).
+    #[arg(long)]
+    pub quantize: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -31,6 +35,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = adapter::load(&args.adapter, args.model.as_deref(), &candle_core::Device::Cpu)?;
     let opts = ExportOptions {
         ort: OrtOptions { graph_optimization_level: args.optimization.clone(), intra_op_threads: args.intra_threads, inter_op_threads: 0 },
+        quantize: args.quantize.clone(),
         ..Default::default()
     };
     let report = export_adapter(&loaded, &args.out, &opts)?;

@@ -13,7 +13,11 @@ use crate::nn::{LayerNorm, Linear};
 /// non-mergeable ones at its hook added to its output.
 fn linear(g: &mut Graph, hooks: &mut dyn ExportHooks, site: Site, hint: &str, m: &Linear, x: &str) -> Result<String> {
     let w = hooks.linear_weight(site, &m.weight)?;
-    let y = g.linear(hint, x, &w, m.bias.as_ref())?;
+    let y = if g.int8_frozen {
+        super::quantize::linear_int8(g, hint, x, &w, m.bias.as_ref())?
+    } else {
+        g.linear(hint, x, &w, m.bias.as_ref())?
+    };
     hooks.linear(g, site, x, y)
 }
 

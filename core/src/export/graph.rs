@@ -29,6 +29,9 @@ pub struct Graph {
     scope: Vec<String>,
     /// Scalar constants shared across the graph, by bit pattern.
     scalars: HashMap<u32, String>,
+    /// Write the backbone's frozen linear modules as dynamic int8 matmuls
+    /// ([`super::quantize`]); interventions and the head stay float32.
+    pub(crate) int8_frozen: bool,
 }
 
 impl Graph {
@@ -113,6 +116,19 @@ impl Graph {
         name
     }
 
+    /// An int8 initializer (quantized weights).
+    pub fn const_i8(&mut self, hint: &str, dims: &[i64], data: &[i8]) -> String {
+        let name = self.fresh(hint);
+        self.initializers.push(TensorProto {
+            name: Some(name.clone()),
+            dims: dims.to_vec(),
+            data_type: Some(DataType::Int8 as i32),
+            raw_data: Some(data.iter().map(|&v| v as u8).collect()),
+            ..Default::default()
+        });
+        name
+    }
+
     pub fn const_i64(&mut self, hint: &str, dims: &[i64], data: &[i64]) -> String {
         let name = self.fresh(hint);
         let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -146,6 +162,20 @@ impl Graph {
         let out = self.fresh(&op.to_ascii_lowercase());
         self.node_into(op, inputs, &out, attrs);
         out
+    }
+
+    /// Append a node with `n` outputs; returns their names.
+    pub fn node_multi(&mut self, op: &str, inputs: &[&str], n: usize, attrs: Vec<(&str, Attr)>) -> Vec<String> {
+        let outs: Vec<String> = (0..n).map(|i| self.fresh(&format!("{}_{i}", op.to_ascii_lowercase()))).collect();
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outs.clone(),
+            name: Some(format!("{}/{op}", outs[0])),
+            op_type: Some(op.to_string()),
+            attribute: attrs.into_iter().map(|(n, a)| attribute(n, a)).collect(),
+            ..Default::default()
+        });
+        outs
     }
 
     /// Append a node whose single output has a chosen name (graph outputs).

@@ -16,6 +16,7 @@ pub mod bert;
 pub mod graph;
 pub mod pipeline;
 pub mod proto;
+pub mod quantize;
 
 pub use graph::{Attr, Graph};
 pub use pipeline::{export_adapter, export_pipeline, ExportInput, ExportOptions, ExportReport, PipelineSpec, Source};
@@ -211,8 +212,9 @@ pub struct ClassifierGraph {
 
 /// Backbone + interventions + head as one graph: `input_ids`, `attention_mask` (int64
 /// `[batch, sequence]`) to `logits` (float `[batch, num_labels]`).
-pub fn classifier_graph(backbone: &dyn Backbone, interventions: &Interventions, head: &ClassifierHead) -> Result<ClassifierGraph> {
+pub fn classifier_graph(backbone: &dyn Backbone, interventions: &Interventions, head: &ClassifierHead, int8: bool) -> Result<ClassifierGraph> {
     let mut g = Graph::new();
+    g.int8_frozen = int8;
     g.reserve(INPUT_IDS)?;
     g.reserve(ATTENTION_MASK)?;
     g.reserve(LOGITS)?;

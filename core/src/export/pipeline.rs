@@ -84,6 +84,9 @@ pub struct PipelineSpec {
     #[serde(default)]
     pub ort: OrtOptions,
     pub interventions: Vec<ExportedIntervention>,
+    /// `int8` when the frozen linear modules were quantized (`reft export --quantize int8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize: Option<String>,
     pub source: Source,
 }
 
@@ -130,11 +133,14 @@ pub struct ExportOptions {
     pub ort: OrtOptions,
     /// Initializer bytes past which weights go to external data (default: just under 2 GiB).
     pub external_data_threshold: usize,
+    /// `Some("int8")`: the frozen backbone's linear modules as dynamic int8 matmuls
+    /// (faster on CPUs with VNNI/AMX; logits then differ by quantization error).
+    pub quantize: Option<String>,
 }
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        ExportOptions { ort: OrtOptions::default(), external_data_threshold: super::EXTERNAL_DATA_THRESHOLD }
+        ExportOptions { ort: OrtOptions::default(), external_data_threshold: super::EXTERNAL_DATA_THRESHOLD, quantize: None }
     }
 }
 
@@ -186,7 +192,12 @@ pub fn export_pipeline(input: &ExportInput, out: &Path, opts: &ExportOptions) ->
     let max_length = input.max_length;
     let tok = crate::model::load_tokenizer(input.model_dir)?;
 
-    let cg = classifier_graph(input.backbone, input.interventions, input.head)?;
+    let int8 = match opts.quantize.as_deref() {
+        None | Some("none") => false,
+        Some("int8") => true,
+        Some(other) => return Err(Error::Other(format!("quantize `{other}`: expected `none` or `int8`"))),
+    };
+    let cg = classifier_graph(input.backbone, input.interventions, input.head, int8)?;
     let (nodes, init_bytes) = (cg.graph.num_nodes(), cg.graph.initializer_bytes());
     let interventions = cg.interventions.clone();
     let num_labels = cg.num_labels;
@@ -233,6 +244,7 @@ pub fn export_pipeline(input: &ExportInput, out: &Path, opts: &ExportOptions) ->
         outputs: vec![port(LOGITS, "float32", &["batch", &num_labels.to_string()])],
         ort: opts.ort.clone(),
         interventions,
+        quantize: int8.then(|| "int8".to_string()),
         source: input.source.clone(),
     };
     let yaml = serde_yaml::to_string(&spec).map_err(|e| Error::Other(format!("cannot write pipeline.yaml: {e}")))?;
