@@ -22,6 +22,9 @@ pub struct Args {
     /// ONNX Runtime intra-op threads recorded for `reft infer` (0: ONNX Runtime's choice).
     #[arg(long, default_value_t = 0)]
     pub intra_threads: usize,
+    /// Record that ONNX Runtime's idle threads should not spin (better on a busy, shared machine).
+    #[arg(long)]
+    pub no_spinning: bool,
     /// `int8`: the frozen backbone's linear modules as dynamic int8 matmuls (faster on CPUs
     /// with VNNI/AMX; logits then differ from candle's by quantization error).
     #[arg(long)]
@@ -34,7 +37,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = adapter::load(&args.adapter, args.model.as_deref(), &candle_core::Device::Cpu)?;
     let opts = ExportOptions {
-        ort: OrtOptions { graph_optimization_level: args.optimization.clone(), intra_op_threads: args.intra_threads, inter_op_threads: 0 },
+        ort: OrtOptions { graph_optimization_level: args.optimization.clone(), intra_op_threads: args.intra_threads, inter_op_threads: 0, intra_op_spinning: !args.no_spinning },
         quantize: args.quantize.clone(),
         ..Default::default()
     };

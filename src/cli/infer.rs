@@ -32,6 +32,9 @@ pub struct Args {
     /// Override pipeline.yaml's intra-op thread count (0: ONNX Runtime's choice).
     #[arg(long)]
     pub intra_threads: Option<usize>,
+    /// Idle ONNX Runtime threads do not spin (better on a busy, shared machine).
+    #[arg(long)]
+    pub no_spinning: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -51,12 +54,13 @@ pub fn evaluate(pipe: &mut OrtPipeline, data: &std::path::Path, text_column: &st
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let overrides = if args.optimization.is_some() || args.intra_threads.is_some() {
+    let overrides = if args.optimization.is_some() || args.intra_threads.is_some() || args.no_spinning {
         let spec = reft_core::export::PipelineSpec::read(&args.pipeline)?;
         Some(OrtOptions {
             graph_optimization_level: args.optimization.clone().unwrap_or(spec.ort.graph_optimization_level),
             intra_op_threads: args.intra_threads.unwrap_or(spec.ort.intra_op_threads),
             inter_op_threads: spec.ort.inter_op_threads,
+            intra_op_spinning: spec.ort.intra_op_spinning && !args.no_spinning,
         })
     } else {
         None

@@ -2,7 +2,7 @@
 //! job's recipe (configs/loreft_glue.yaml: LoReFT r1 at all 6 layers, [CLS] only).
 //!
 //!   cargo bench --bench infer                 # every figure, each in its own process
-//!   cargo bench --bench infer -- ort          # one engine: ort | ort-1thread | ort-int8 | ort-int8-1thread | candle
+//!   cargo bench --bench infer -- ort          # one engine: ort | ort-nospin | ort-1thread | ort-int8 | ort-int8-nospin | ort-int8-1thread | candle
 //!
 //! Figures: batch-1 × 64-token latency (median ms) and batch-32 × 64-token throughput
 //! (median sequences/s). Inputs are real training texts cut to exactly 64 tokens. Medians
@@ -80,10 +80,10 @@ fn time_ms(warm: usize, n: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn report(engine: &str, b1: f64, b32: f64) {
-    println!("{engine:<14} batch-1 x 64 tokens: median {b1:.2} ms | batch-32 x 64 tokens: median {b32:.1} ms = {:.0} sequences/s", 32e3 / b32);
+    println!("{engine:<22} batch-1 x 64 tokens: median {b1:.2} ms | batch-32 x 64 tokens: median {b32:.1} ms = {:.0} sequences/s", 32e3 / b32);
 }
 
-fn bench_ort(threads: usize, quantize: Option<&str>) {
+fn bench_ort(threads: usize, quantize: Option<&str>, spinning: bool) {
     let s = setup();
     let dir = std::env::temp_dir().join(format!("reft-bench-infer-{}", std::process::id()));
     export_pipeline(
@@ -101,7 +101,7 @@ fn bench_ort(threads: usize, quantize: Option<&str>) {
     )
     .unwrap();
     drop(s);
-    let opts = OrtOptions { intra_op_threads: threads, ..Default::default() };
+    let opts = OrtOptions { intra_op_threads: threads, intra_op_spinning: spinning, ..Default::default() };
     let mut pipe = OrtPipeline::load(&dir, Some(&opts)).unwrap();
     let one = fixed_batch(1, 64);
     let many = fixed_batch(32, 64);
@@ -112,13 +112,13 @@ fn bench_ort(threads: usize, quantize: Option<&str>) {
         pipe.logits(&many).unwrap();
     });
     let _ = std::fs::remove_dir_all(&dir);
-    let name = match (threads, quantize) {
-        (1, None) => "ORT 1 thread",
-        (_, None) => "ORT",
-        (1, Some(_)) => "ORT int8 1 thr",
-        (_, Some(_)) => "ORT int8",
-    };
-    report(name, b1, b32);
+    let name = format!(
+        "ORT{}{}{}",
+        if quantize.is_some() { " int8" } else { "" },
+        if threads == 1 { " 1 thread" } else { "" },
+        if spinning { "" } else { " no-spin" }
+    );
+    report(&name, b1, b32);
 }
 
 fn bench_candle() {
@@ -139,15 +139,17 @@ fn bench_candle() {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     match args.first().map(String::as_str) {
-        Some("ort") => bench_ort(0, None),
-        Some("ort-1thread") => bench_ort(1, None),
-        Some("ort-int8") => bench_ort(0, Some("int8")),
-        Some("ort-int8-1thread") => bench_ort(1, Some("int8")),
+        Some("ort") => bench_ort(0, None, true),
+        Some("ort-nospin") => bench_ort(0, None, false),
+        Some("ort-1thread") => bench_ort(1, None, true),
+        Some("ort-int8") => bench_ort(0, Some("int8"), true),
+        Some("ort-int8-nospin") => bench_ort(0, Some("int8"), false),
+        Some("ort-int8-1thread") => bench_ort(1, Some("int8"), true),
         Some("candle") => bench_candle(),
         _ => {
             println!("{RECIPE}, fp32, CPU");
             let me = std::env::current_exe().unwrap();
-            for mode in ["ort", "ort-1thread", "ort-int8", "ort-int8-1thread", "candle"] {
+            for mode in ["ort", "ort-nospin", "ort-1thread", "ort-int8", "ort-int8-nospin", "ort-int8-1thread", "candle"] {
                 let status = std::process::Command::new(&me).arg(mode).status().unwrap();
                 assert!(status.success(), "{mode} failed");
             }

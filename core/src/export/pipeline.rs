@@ -29,6 +29,14 @@ pub struct OrtOptions {
     /// Threads across independent operators; 0 lets ONNX Runtime pick.
     #[serde(default)]
     pub inter_op_threads: usize,
+    /// Whether idle intra-op threads spin waiting for work (ONNX Runtime's default). Spinning
+    /// lowers latency on an idle machine and costs a lot on a busy, shared one.
+    #[serde(default = "default_true")]
+    pub intra_op_spinning: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_level() -> String {
@@ -37,7 +45,7 @@ fn default_level() -> String {
 
 impl Default for OrtOptions {
     fn default() -> Self {
-        OrtOptions { graph_optimization_level: default_level(), intra_op_threads: 0, inter_op_threads: 0 }
+        OrtOptions { graph_optimization_level: default_level(), intra_op_threads: 0, inter_op_threads: 0, intra_op_spinning: true }
     }
 }
 

@@ -84,6 +84,9 @@ impl OrtPipeline {
         if opts.intra_op_threads > 0 {
             b = b.with_intra_threads(opts.intra_op_threads).map_err(recover)?;
         }
+        if !opts.intra_op_spinning {
+            b = b.with_intra_op_spinning(false).map_err(recover)?;
+        }
         if opts.inter_op_threads > 0 {
             b = b.with_inter_threads(opts.inter_op_threads).map_err(recover)?;
         }
