@@ -416,3 +416,39 @@ fn a_plugin_without_export_is_named_in_the_error() {
     assert!(err.contains("layers[2].block_output"), "{err}");
     assert!(!tmp.path().join("pipeline.yaml").exists() && !tmp.path().join("model.onnx").exists());
 }
+
+#[test]
+fn position_masks_in_the_graph_match_mask_rows_with_any_padding() {
+    use reft_core::export::proto::tensor_proto::DataType;
+    use reft_core::export::{model_of, position_mask, value_info, Attr};
+    use reft_core::positions::Positions;
+    // Right padding, short rows, left padding, an all-padding row, a full row.
+    let rows: Vec<Vec<u32>> = vec![
+        vec![1, 1, 1, 1, 0, 0, 0],
+        vec![1, 1, 0, 0, 0, 0, 0],
+        vec![0, 0, 1, 1, 1, 1, 1],
+        vec![0, 0, 0, 0, 0, 0, 0],
+        vec![1, 1, 1, 1, 1, 1, 1],
+    ];
+    let (b, s) = (rows.len(), rows[0].len());
+    let flat: Vec<i64> = rows.iter().flatten().map(|&v| v as i64).collect();
+    for text in ["all", "f1", "l1", "f3", "l5", "f1+l1", "f2+l3", "f9+l9"] {
+        let p: Positions = text.parse().unwrap();
+        let mut g = Graph::new();
+        g.reserve("attention_mask").unwrap();
+        g.reserve("mask").unwrap();
+        let m = g.node("Cast", &["attention_mask"], vec![("to", Attr::Int(DataType::Float as i64))]);
+        let out = position_mask(&mut g, &m, p);
+        g.node_into("Identity", &[&out], "mask", vec![]);
+        let model = model_of(
+            g,
+            vec![value_info("attention_mask", DataType::Int64, &[Err("batch"), Err("sequence")])],
+            vec![value_info("mask", DataType::Float, &[Err("batch"), Err("sequence"), Ok(1)])],
+            "position mask",
+        );
+        let (shape, got) = reft_core::runtime::ort::run_model_i64(&reft_core::export::model_bytes(&model), &[("attention_mask", vec![b, s], flat.clone())], "mask").unwrap();
+        assert_eq!(shape, vec![b, s, 1]);
+        let want: Vec<f32> = p.mask_rows(&rows).into_iter().flatten().collect();
+        assert_eq!(got, want, "{text}");
+    }
+}

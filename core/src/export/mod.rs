@@ -244,7 +244,9 @@ pub fn classifier_graph(backbone: &dyn Backbone, interventions: &Interventions, 
     Ok(ClassifierGraph { graph: g, num_labels: head.weight.dims()[0], interventions: hooks.report() })
 }
 
-fn value_info(name: &str, elem: tensor_proto::DataType, dims: &[Result<i64, &str>]) -> ValueInfoProto {
+/// A graph input or output declaration: element type and dims (`Ok(n)` fixed, `Err("batch")`
+/// a named dynamic axis).
+pub fn value_info(name: &str, elem: tensor_proto::DataType, dims: &[Result<i64, &str>]) -> ValueInfoProto {
     use proto::tensor_shape_proto::{dimension::Value, Dimension};
     let dim = dims
         .iter()
@@ -272,16 +274,22 @@ fn value_info(name: &str, elem: tensor_proto::DataType, dims: &[Result<i64, &str
 /// The ONNX model around a classification graph (opset 17, dynamic batch and sequence).
 pub fn model_proto(c: ClassifierGraph, doc: &str) -> ModelProto {
     use tensor_proto::DataType;
-    let g = c.graph;
+    let inputs = vec![
+        value_info(INPUT_IDS, DataType::Int64, &[Err("batch"), Err("sequence")]),
+        value_info(ATTENTION_MASK, DataType::Int64, &[Err("batch"), Err("sequence")]),
+    ];
+    let outputs = vec![value_info(LOGITS, DataType::Float, &[Err("batch"), Ok(c.num_labels as i64)])];
+    model_of(c.graph, inputs, outputs, doc)
+}
+
+/// Any graph as an ONNX model with the given inputs and outputs (opset 17, IR 8).
+pub fn model_of(g: Graph, inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>, doc: &str) -> ModelProto {
     let graph = proto::GraphProto {
         node: g.nodes,
         name: Some("reft_pipeline".into()),
         initializer: g.initializers,
-        input: vec![
-            value_info(INPUT_IDS, DataType::Int64, &[Err("batch"), Err("sequence")]),
-            value_info(ATTENTION_MASK, DataType::Int64, &[Err("batch"), Err("sequence")]),
-        ],
-        output: vec![value_info(LOGITS, DataType::Float, &[Err("batch"), Ok(c.num_labels as i64)])],
+        input: inputs,
+        output: outputs,
         doc_string: Some(doc.to_string()),
         ..Default::default()
     };
@@ -293,6 +301,11 @@ pub fn model_proto(c: ClassifierGraph, doc: &str) -> ModelProto {
         graph: Some(graph),
         ..Default::default()
     }
+}
+
+/// The serialized model (protobuf bytes), e.g. to hand to ONNX Runtime from memory.
+pub fn model_bytes(model: &ModelProto) -> Vec<u8> {
+    model.encode_to_vec()
 }
 
 /// Protobuf messages cannot pass 2 GiB; past this many initializer bytes the weights go to

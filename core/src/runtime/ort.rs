@@ -153,6 +153,25 @@ impl OrtPipeline {
     }
 }
 
+/// Run any ONNX model (bytes) on int64 inputs and read one float32 output: for checking
+/// small graphs (e.g. the in-graph position masks) against their candle twins.
+pub fn run_model_i64(model: &[u8], inputs: &[(&str, Vec<usize>, Vec<i64>)], output: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    let env = environment()?;
+    let mut session = Session::builder(env)
+        .map_err(ort_err("session builder"))?
+        .commit_from_memory(model)
+        .map_err(ort_err("load model"))?;
+    let mut values: Vec<(std::borrow::Cow<'_, str>, ::ort::session::SessionInputValue<'_>)> = Vec::new();
+    for (name, shape, data) in inputs {
+        let t = Tensor::from_array((shape.clone(), data.clone())).map_err(ort_err("input"))?;
+        values.push(((*name).into(), t.into()));
+    }
+    let outputs = session.run(values).map_err(ort_err("run"))?;
+    let value = outputs.get(output).ok_or_else(|| Error::Other(format!("ONNX Runtime: no `{output}` output")))?;
+    let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_err("output"))?;
+    Ok((shape.iter().map(|&d| d as usize).collect(), data.to_vec()))
+}
+
 /// Softmax of one row of logits.
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
     let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
