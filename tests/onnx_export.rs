@@ -411,7 +411,7 @@ fn a_plugin_without_export_is_named_in_the_error() {
     let ivs = build(backbone.as_ref(), &[("loreft", "{rank: 1}", "layers[1].block_output", "all"), ("test_opaque", "{}", "layers[2].block_output", "all")], 1);
     let head = ClassifierHead::new(384, 3, Pooling::Cls, &mut SeededRng::new(5), DType::F32, &Device::Cpu).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let err = export_in_memory(backbone.as_ref(), &ivs, &head, tmp.path(), &ExportOptions::default()).err().expect("must fail").to_string();
+    let err = export_in_memory(backbone.as_ref(), &ivs, &head, tmp.path(), &ExportOptions::default()).expect_err("must fail").to_string();
     assert!(err.contains("plugin `test_opaque` cannot be exported to ONNX"), "{err}");
     assert!(err.contains("layers[2].block_output"), "{err}");
     assert!(!tmp.path().join("pipeline.yaml").exists() && !tmp.path().join("model.onnx").exists());
