@@ -452,3 +452,30 @@ fn position_masks_in_the_graph_match_mask_rows_with_any_padding() {
         assert_eq!(got, want, "{text}");
     }
 }
+
+#[test]
+fn reft_run_ends_with_export_and_ort_test_accuracy() {
+    let _ = minilm_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, dev) = small_data(tmp.path(), 48, 24);
+    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/loreft_glue.yaml");
+    let out = tmp.path().join("run");
+    let sets = [
+        "train.max_steps=2".to_string(),
+        "train.batch_size=16".into(),
+        format!("data.train={}", train.display()),
+        format!("data.eval={}", dev.display()),
+        format!("data.test={}", dev.display()),
+    ];
+    let mut args = vec!["run", recipe.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    for s in &sets {
+        args.extend(["--set", s.as_str()]);
+    }
+    let (ok, stdout, err) = run_reft(&args);
+    assert!(ok, "{err}");
+    assert!(out.join("pipeline/pipeline.yaml").is_file() && out.join("pipeline/model.onnx").is_file());
+    let line = stdout.lines().find(|l| l.starts_with("test (ORT)")).unwrap_or_else(|| panic!("{stdout}"));
+    // "test (ORT)   accuracy 62.50% ... candle 62.50%)": the two figures agree.
+    let pct: Vec<&str> = line.split_whitespace().filter(|w| w.ends_with('%') || w.ends_with("%)")).collect();
+    assert_eq!(pct.first().map(|s| s.trim_end_matches(')')), pct.last().map(|s| s.trim_end_matches(')')), "{line}");
+}
