@@ -230,7 +230,8 @@ pub fn export_pipeline(input: &ExportInput, out: &Path, opts: &ExportOptions) ->
     inner
         .with_truncation(Some(tokenizers::TruncationParams { max_length, ..Default::default() }))
         .map_err(|e| Error::Other(format!("tokenizer: {e}")))?;
-    inner.with_padding(Some(tokenizers::PaddingParams { pad_id: tok.pad_id(), ..Default::default() }));
+    let pad_token = inner.id_to_token(tok.pad_id()).unwrap_or_else(|| "[PAD]".into());
+    inner.with_padding(Some(tokenizers::PaddingParams { pad_id: tok.pad_id(), pad_token, ..Default::default() }));
     let tok_json = inner.to_string(true).map_err(|e| Error::Other(format!("cannot serialise the tokenizer: {e}")))?;
     crate::io::write_atomic(&out.join(TOKENIZER_FILE), tok_json.as_bytes())?;
     files.push(out.join(TOKENIZER_FILE));
