@@ -107,6 +107,21 @@ fn whole_dev_set_parity() {
     let text = std::fs::read_to_string(&dev).expect("run `reft setup` first");
     let mut texts: Vec<String> = text.lines().skip(1).map(|l| l.splitn(3, '\t').nth(2).unwrap_or("").to_string()).collect();
     texts.push("An absolutely wonderful, moving and beautifully shot film ".repeat(12));
+    // REFT_PARITY_ADAPTER=out/loreft_glue: check that trained adapter instead of 3-step ones.
+    if let Some(adapter) = std::env::var_os("REFT_PARITY_ADAPTER") {
+        let adapter = PathBuf::from(adapter);
+        let tmp = tempfile::tempdir().unwrap();
+        let pipeline = tmp.path().join("pipeline");
+        let (ok, _, err) = run_reft(&["export", "--adapter", adapter.to_str().unwrap(), "--out", pipeline.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        let loaded = reft_core::adapter::load(&adapter, None, &Device::Cpu).unwrap();
+        let clf = reft_core::train::classifier_of(&loaded).unwrap();
+        let mut pipe = OrtPipeline::load(&pipeline, None).unwrap();
+        let (worst, mismatches) = compare(&clf, &mut pipe, &texts);
+        eprintln!("{}: max |ORT - candle| = {worst:.2e} over {} texts, {mismatches} prediction(s) differ", adapter.display(), texts.len());
+        assert!(worst <= TOLERANCE && mismatches == 0);
+        return;
+    }
     recipes_match_candle(texts, false);
 }
 
