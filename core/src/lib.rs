@@ -11,6 +11,7 @@ pub mod collect;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod hooks;
 pub mod intervention;
 pub mod io;
@@ -21,6 +22,7 @@ pub mod ops;
 pub mod positions;
 pub mod recipe;
 pub mod rng;
+pub mod runtime;
 pub mod task;
 pub mod train;
 

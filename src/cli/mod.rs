@@ -3,7 +3,9 @@
 mod check;
 mod collect;
 mod eval;
+mod export;
 mod format;
+mod infer;
 mod merge;
 mod plot;
 mod plugins;
@@ -47,6 +49,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Classify texts with an adapter (arguments, or one per stdin line).
     Predict(eval::PredictArgs),
+    /// Export an adapter to an ONNX Runtime pipeline: model.onnx, tokenizer.json, pipeline.yaml.
+    Export(export::Args),
+    /// Classify texts (or score a labelled file) with an exported pipeline on ONNX Runtime.
+    Infer(infer::Args),
     /// Draw a run's loss and dev-accuracy curves to a PNG.
     Plot(plot::Args),
     /// Fold a LoRA adapter (ours or PEFT's) into the base model's weights.
@@ -63,6 +69,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::eval(a),
         Command::Predict(a) => eval::predict(a),
+        Command::Export(a) => export::run(a),
+        Command::Infer(a) => infer::run(a),
         Command::Plot(a) => plot::run(a),
         Command::Merge(a) => merge::run(a),
     }

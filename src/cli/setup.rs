@@ -35,5 +35,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for a in &report.assets {
         println!("{:<14} {}", a.asset.name(), a.path.display());
     }
+    // Python `onnx`, for ONNX's own checker on exported graphs (tests/onnx_export.rs).
+    // Optional: without python3/pip, export and inference still work.
+    if args.assets.is_empty() {
+        match assets::install_python_onnx(&opts.cache, opts.offline)? {
+            assets::PythonOnnx::AlreadyInstalled(p) | assets::PythonOnnx::Installed(p) => {
+                println!("{:<14} {} (onnx {}; PYTHONPATH for the ONNX checker)", "python-onnx", p.display(), assets::PYTHON_ONNX_VERSION)
+            }
+            assets::PythonOnnx::Skipped(why) => eprintln!("note: python onnx (for the ONNX checker) not installed: {why}"),
+        }
+    }
     Ok(())
 }

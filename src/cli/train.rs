@@ -45,9 +45,28 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    train_and_report(args).map(|_| ())
+}
+
+/// What a finished `reft train` leaves for `reft run`: the summary and the recipe's test file.
+pub struct Trained {
+    pub summary: train::TrainSummary,
+    pub test_file: Option<PathBuf>,
+    pub text_column: String,
+    pub label_column: String,
+}
+
+/// Train, print the summary, and return it.
+pub fn train_and_report(args: Args) -> anyhow::Result<Trained> {
     let RecipeArgs { recipe: recipe_path, out, set } = args.recipe;
     let recipe = LoadedRecipe::load_with_overrides(&recipe_path, &set)?;
     let plan = Plan::new(recipe)?;
+    let data = plan.recipe.recipe.data.as_ref();
+    let test_file = match data.and_then(|d| d.test.as_deref()) {
+        Some(t) => Some(plan.recipe.resolve_path("data.test", t)?),
+        None => None,
+    };
+    let (text_column, label_column) = data.map(|d| (d.text.clone(), d.label.clone())).unwrap_or_else(|| ("text".into(), "label".into()));
     let run_dir = out.unwrap_or_else(|| {
         let stem = recipe_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
         PathBuf::from("out").join(stem)
@@ -64,9 +83,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             reporter: &mut reporter,
         },
     )?;
+    let trained = Trained { summary: summary.clone(), test_file, text_column, label_column };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
-        return Ok(());
+        return Ok(trained);
     }
     println!("adapter      {}", summary.run_dir.display());
     println!("trainable    {}", super::format::thousands(summary.trainable_parameters));
@@ -76,5 +96,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("test         accuracy {:.2}%  macro-F1 {:.2}%", 100.0 * t.accuracy, 100.0 * t.macro_f1);
     }
     println!("s/epoch      {:.1} (training only)", summary.seconds_per_epoch);
-    Ok(())
+    Ok(trained)
 }

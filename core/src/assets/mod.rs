@@ -16,6 +16,7 @@ mod install;
 pub mod layout;
 mod marker;
 mod pip;
+mod python_onnx;
 pub mod reviews;
 mod setup;
 mod staging;
@@ -36,6 +37,7 @@ pub use layout::{
 };
 pub use marker::MARKER_FILE;
 pub use pip::PYTHON_ENV;
+pub use python_onnx::{install_python_onnx, python_dir, python_onnx_installed, PythonOnnx, PYTHON_ONNX_VERSION};
 pub use reviews::{Example, Split, TRANSFER_DOMAINS};
 pub use setup::{is_installed, setup, Action, AssetOutcome, SetupOptions, SetupReport};
 

@@ -77,4 +77,24 @@ pub trait Intervention: Send + Sync {
     fn merged_weight_delta(&self) -> Result<Option<Tensor>> {
         Ok(None)
     }
+
+    /// Emit this intervention into an ONNX graph: given the name of its input (`[batch, seq,
+    /// in]`, f32), add nodes and initializers through `g` and return the name of the change
+    /// `[batch, seq, out]` — the graph form of [`Intervention::delta`] in eval mode. The
+    /// caller applies the position mask at representation hooks (`h + m ⊙ Δ`), exactly as
+    /// in candle. Interventions at linear hooks whose [`merged_weight_delta`] is `Some` are
+    /// folded into the weight instead and never reach this method.
+    ///
+    /// The default refuses, naming the plugin, so plugins written before export existed
+    /// still compile; `reft export` then fails with this message.
+    ///
+    /// [`merged_weight_delta`]: Intervention::merged_weight_delta
+    fn to_onnx(&self, g: &mut crate::export::Graph, input: &str) -> Result<String> {
+        let _ = (g, input);
+        Err(crate::Error::Plugin(format!(
+            "plugin `{}` cannot be exported to ONNX: it does not implement `Intervention::to_onnx` \
+             (and has no mergeable weight delta)",
+            self.kind()
+        )))
+    }
 }

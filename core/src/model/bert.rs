@@ -83,7 +83,7 @@ impl BertConfig {
         Ok(())
     }
 
-    fn head_dim(&self) -> usize {
+    pub(crate) fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }
 }
@@ -119,26 +119,26 @@ impl HookSurface for BertConfig {
     }
 }
 
-struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attn_out: Linear,
-    attn_norm: LayerNorm,
-    up: Linear,
-    down: Linear,
-    out_norm: LayerNorm,
+pub(crate) struct Layer {
+    pub(crate) query: Linear,
+    pub(crate) key: Linear,
+    pub(crate) value: Linear,
+    pub(crate) attn_out: Linear,
+    pub(crate) attn_norm: LayerNorm,
+    pub(crate) up: Linear,
+    pub(crate) down: Linear,
+    pub(crate) out_norm: LayerNorm,
 }
 
 pub struct Bert {
     pub config: BertConfig,
-    word: Tensor,
-    position: Tensor,
-    token_type: Tensor,
-    emb_norm: LayerNorm,
-    layers: Vec<Layer>,
+    pub(crate) word: Tensor,
+    pub(crate) position: Tensor,
+    pub(crate) token_type: Tensor,
+    pub(crate) emb_norm: LayerNorm,
+    pub(crate) layers: Vec<Layer>,
     /// The pretrained pooler (dense + tanh on [CLS]), when the checkpoint has one.
-    pooler: Option<Linear>,
+    pub(crate) pooler: Option<Linear>,
     num_parameters: usize,
     device: Device,
 }
@@ -336,6 +336,14 @@ impl Backbone for Bert {
 
     fn pool_first(&self, hidden: &Tensor) -> Result<Option<Tensor>> {
         self.pool_cls(hidden)
+    }
+
+    fn to_onnx(&self, g: &mut crate::export::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::export::ExportHooks) -> Result<String> {
+        crate::export::bert::emit(self, g, ids, mask, hooks)
+    }
+
+    fn pool_first_onnx(&self, g: &mut crate::export::Graph, hidden: &str) -> Result<Option<String>> {
+        crate::export::bert::pool_first(self, g, hidden)
     }
 
     fn forward(&self, batch: &Batch, hooks: &dyn Hooks) -> Result<Tensor> {

@@ -53,6 +53,17 @@ pub trait Backbone: HookSurface + Send + Sync {
     fn pool_first(&self, _hidden: &Tensor) -> Result<Option<Tensor>> {
         Ok(None)
     }
+    /// The ONNX twin of [`Backbone::forward`]: nodes from int64 `ids` and the float
+    /// attention `mask` (both `[batch, seq]`) to the final hidden states, calling `hooks` at
+    /// each hook point. Returns the hidden states' value name.
+    fn to_onnx(&self, g: &mut crate::export::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::export::ExportHooks) -> Result<String> {
+        let _ = (g, ids, mask, hooks);
+        Err(Error::Other(format!("architecture `{}` cannot be exported to ONNX yet", self.arch())))
+    }
+    /// The ONNX twin of [`Backbone::pool_first`].
+    fn pool_first_onnx(&self, _g: &mut crate::export::Graph, _hidden: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// What can be known about a model folder without loading its weights.

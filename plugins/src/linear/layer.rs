@@ -2,6 +2,7 @@
 
 use crate::common::affine;
 use reft_core::candle_core::{Tensor, Var};
+use reft_core::export::Graph;
 use reft_core::intervention::{BuildSpec, Ctx, Intervention, NamedVar};
 use reft_core::Result;
 
@@ -29,6 +30,9 @@ impl Intervention for LinearEdit {
     }
     fn delta(&self, h: &Tensor, _ctx: &Ctx) -> Result<Tensor> {
         affine(h, &self.weight, Some(&self.bias))
+    }
+    fn to_onnx(&self, g: &mut Graph, h: &str) -> Result<String> {
+        g.linear("affine", h, self.weight.as_tensor(), Some(self.bias.as_tensor()))
     }
     fn state(&self) -> Vec<NamedVar> {
         vec![

@@ -4,6 +4,7 @@
 use super::config::MlpConfig;
 use crate::common::{activation::Activation, affine};
 use reft_core::candle_core::{Tensor, Var};
+use reft_core::export::Graph;
 use reft_core::intervention::{BuildSpec, Ctx, Intervention, NamedVar};
 use reft_core::{Error, Result};
 
@@ -68,6 +69,14 @@ impl Intervention for MlpEdit {
         }
         let out = affine(&hidden, &self.down_weight, Some(&self.down_bias))?;
         Ok(if self.residual { out } else { (out - h)? })
+    }
+
+    /// Eval mode: no dropout.
+    fn to_onnx(&self, g: &mut Graph, h: &str) -> Result<String> {
+        let up = g.linear("up", h, self.up_weight.as_tensor(), Some(self.up_bias.as_tensor()))?;
+        let hidden = self.activation.to_onnx(g, &up);
+        let out = g.linear("down", &hidden, self.down_weight.as_tensor(), Some(self.down_bias.as_tensor()))?;
+        Ok(if self.residual { out } else { g.sub(&out, h) })
     }
 
     fn state(&self) -> Vec<NamedVar> {

@@ -14,6 +14,7 @@
 use super::config::ReftConfig;
 use crate::common::{activation::Activation, affine, rotation::Rotation};
 use reft_core::candle_core::{Tensor, Var};
+use reft_core::export::Graph;
 use reft_core::intervention::{BuildSpec, Ctx, Intervention, NamedVar};
 use reft_core::Result;
 
@@ -154,6 +155,30 @@ impl Intervention for LowRankReft {
             return Ok((dropped - h)?);
         }
         Ok(delta)
+    }
+
+    /// Eval mode (no dropout): R (or W2) is materialised once and written as a weight.
+    fn to_onnx(&self, g: &mut Graph, h: &str) -> Result<String> {
+        let p = self.projection_matrix()?;
+        let mut target = match &self.source_weight {
+            Some(w) => {
+                let s = g.linear("source", h, w.as_tensor(), Some(self.source_bias.as_tensor()))?;
+                self.activation.to_onnx(g, &s)
+            }
+            // A constant target `b` `[r]`; broadcasting spreads it over batch and positions.
+            None => g.weight("source.bias", self.source_bias.as_tensor())?,
+        };
+        if self.variant.subtracts_projection() {
+            let b2 = match &self.projection {
+                Projection::Free { bias: Some(b2), .. } => Some(b2.as_tensor()),
+                _ => None,
+            };
+            let current = g.linear("projection", h, &p, b2)?;
+            target = g.sub(&target, &current);
+        }
+        // (…) @ P: back to the hidden width.
+        let pw = g.weight("projection.matrix", &p)?;
+        Ok(g.matmul(&target, &pw))
     }
 
     fn state(&self) -> Vec<NamedVar> {

@@ -1,0 +1,354 @@
+//! Export: a backbone with its interventions and head as one ONNX graph, and the deployment
+//! pipeline around it (`model.onnx`, `tokenizer.json`, `pipeline.yaml`).
+//!
+//! - [`proto`]: the ONNX protobuf messages (prost, from the vendored official `onnx.proto`).
+//! - [`graph`]: the [`Graph`] builder plugins and backbones write nodes through.
+//! - [`bert`]: the BERT-family encoder's nodes.
+//! - [`pipeline`]: the artifact folder and `pipeline.yaml`.
+//!
+//! Interventions become graph nodes the way [`crate::attach`] applies them in candle: at a
+//! representation hook `h' = h + m ⊙ Δ(h)` with the position mask `m` computed inside the
+//! graph from the attention mask; at a linear-module hook a mergeable delta (LoRA's `s·B·A`)
+//! is folded into the frozen weight, and any other intervention's output is added to the
+//! module's output.
+
+pub mod bert;
+pub mod graph;
+pub mod pipeline;
+pub mod proto;
+pub mod quantize;
+
+pub use graph::{Attr, Graph};
+pub use pipeline::{export_adapter, export_pipeline, ExportInput, ExportOptions, ExportReport, PipelineSpec, Source};
+
+use crate::attach::Interventions;
+use crate::error::{Error, Result};
+use crate::hooks::{HookKind, Site};
+use crate::model::Backbone;
+use crate::positions::Positions;
+use crate::recipe::Pooling;
+use crate::task::classification::ClassifierHead;
+use candle_core::Tensor;
+use prost::Message;
+use proto::{tensor_proto, type_proto, ModelProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Names of the graph's inputs and output.
+pub const INPUT_IDS: &str = "input_ids";
+pub const ATTENTION_MASK: &str = "attention_mask";
+pub const LOGITS: &str = "logits";
+
+/// What a backbone's export calls at each hook point (the export-time twin of
+/// [`crate::model::Hooks`]).
+pub trait ExportHooks {
+    /// A representation hook: return the name of the (possibly edited) hidden state.
+    fn representation(&mut self, g: &mut Graph, site: Site, h: String) -> Result<String>;
+    /// The weight `[out, in]` to write for the linear module at `site`: the frozen one with
+    /// every mergeable intervention's delta added.
+    fn linear_weight(&mut self, site: Site, weight: &Tensor) -> Result<Tensor>;
+    /// A linear-module hook: `x` its input, `y` its output; add non-mergeable interventions.
+    fn linear(&mut self, g: &mut Graph, site: Site, x: &str, y: String) -> Result<String>;
+}
+
+/// How one intervention ended up in the graph.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ExportedIntervention {
+    pub name: String,
+    pub kind: String,
+    pub hook: String,
+    pub positions: String,
+    /// `nodes` (its own graph nodes) or `merged` (folded into the frozen weight).
+    pub exported_as: String,
+}
+
+/// The position mask `[batch, seq, 1]` of `positions`, from the float attention mask
+/// `[batch, seq]` — the graph form of [`Positions::mask_rows`]: first/last k count over the
+/// real tokens of each row, so left and right padding both work.
+pub fn position_mask(g: &mut Graph, mask: &str, positions: Positions) -> String {
+    let m = match positions {
+        Positions::All => mask.to_string(),
+        Positions::Ends { first, last } => {
+            let axis = g.const_i64("const_axis_1", &[], &[1]);
+            // rank of each real token counted from the start (1-based); pads repeat the last.
+            let cum = g.node("CumSum", &[mask, &axis], vec![]);
+            let mut parts = Vec::new();
+            if first > 0 {
+                let k = g.scalar(first as f32 + 0.5);
+                let lt = g.node("Less", &[&cum, &k], vec![]);
+                let f = g.node("Cast", &[&lt], vec![("to", Attr::Int(tensor_proto::DataType::Float as i64))]);
+                parts.push(g.mul(&f, mask));
+            }
+            if last > 0 {
+                let axes = g.const_i64("const_axes_1", &[1], &[1]);
+                let count = g.node("ReduceSum", &[mask, &axes], vec![("keepdims", Attr::Int(1))]);
+                // real tokens after this one: count − rank; the last k have fewer than k.
+                let after = g.sub(&count, &cum);
+                let k = g.scalar(last as f32 - 0.5);
+                let lt = g.node("Less", &[&after, &k], vec![]);
+                let l = g.node("Cast", &[&lt], vec![("to", Attr::Int(tensor_proto::DataType::Float as i64))]);
+                parts.push(g.mul(&l, mask));
+            }
+            match &parts[..] {
+                [one] => one.clone(),
+                [a, b] => g.node("Max", &[a, b], vec![]),
+                _ => mask.to_string(),
+            }
+        }
+    };
+    let axes = g.const_i64("const_axes_2", &[1], &[2]);
+    g.node("Unsqueeze", &[&m, &axes], vec![])
+}
+
+/// [`ExportHooks`] for a set of attached interventions.
+struct InterventionNodes<'a> {
+    items: &'a Interventions,
+    by_site: HashMap<Site, Vec<usize>>,
+    masks: HashMap<String, String>,
+    merged: HashMap<usize, Tensor>,
+    float_mask: String,
+}
+
+impl<'a> InterventionNodes<'a> {
+    fn new(items: &'a Interventions, float_mask: &str) -> Result<Self> {
+        let mut by_site: HashMap<Site, Vec<usize>> = HashMap::new();
+        let mut merged = HashMap::new();
+        for (i, a) in items.items.iter().enumerate() {
+            by_site.entry(a.site).or_default().push(i);
+            if a.site.kind() == HookKind::Linear {
+                if let Some(d) = a.module.merged_weight_delta()? {
+                    merged.insert(i, d);
+                }
+            }
+        }
+        Ok(InterventionNodes { items, by_site, masks: HashMap::new(), merged, float_mask: float_mask.to_string() })
+    }
+
+    fn mask(&mut self, g: &mut Graph, p: Positions) -> String {
+        let key = p.to_string();
+        if let Some(m) = self.masks.get(&key) {
+            return m.clone();
+        }
+        let m = g.scoped(&format!("positions_{}", key.replace('+', "_")), |g| Ok(position_mask(g, &self.float_mask, p))).expect("infallible");
+        self.masks.insert(key, m.clone());
+        m
+    }
+
+    fn emit(&self, g: &mut Graph, i: usize, input: &str) -> Result<String> {
+        let a = &self.items.items[i];
+        g.scoped(&format!("interventions.{}", a.name), |g| a.module.to_onnx(g, input)).map_err(|e| match e {
+            Error::Plugin(m) => Error::Plugin(format!("intervention `{}` at `{}`: {m}", a.name, a.site)),
+            other => Error::Other(format!("ONNX export of intervention `{}` ({}) at `{}`: {other}", a.name, a.module.kind(), a.site)),
+        })
+    }
+
+    fn report(&self) -> Vec<ExportedIntervention> {
+        self.items
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ExportedIntervention {
+                name: a.name.clone(),
+                kind: a.module.kind().to_string(),
+                hook: a.site.to_string(),
+                positions: a.positions.to_string(),
+                exported_as: if self.merged.contains_key(&i) { "merged" } else { "nodes" }.into(),
+            })
+            .collect()
+    }
+}
+
+impl ExportHooks for InterventionNodes<'_> {
+    fn representation(&mut self, g: &mut Graph, site: Site, mut h: String) -> Result<String> {
+        let Some(list) = self.by_site.get(&site).cloned() else { return Ok(h) };
+        for i in list {
+            let positions = self.items.items[i].positions;
+            let mask = self.mask(g, positions);
+            let delta = self.emit(g, i, &h)?;
+            // h' = h + m ⊙ Δ(h): unedited positions keep h exactly.
+            let masked = g.mul(&delta, &mask);
+            h = g.add(&h, &masked);
+        }
+        Ok(h)
+    }
+
+    fn linear_weight(&mut self, site: Site, weight: &Tensor) -> Result<Tensor> {
+        let mut w = weight.clone();
+        for i in self.by_site.get(&site).into_iter().flatten() {
+            if let Some(d) = self.merged.get(i) {
+                if d.dims() != w.dims() {
+                    let a = &self.items.items[*i];
+                    return Err(Error::Shape {
+                        context: format!("merged weight delta of `{}` ({}) at `{}`", a.name, a.module.kind(), a.site),
+                        expected: format!("{:?}", w.dims()),
+                        got: d.dims().to_vec(),
+                    });
+                }
+                w = (w + d.to_dtype(weight.dtype())?)?;
+            }
+        }
+        Ok(w)
+    }
+
+    fn linear(&mut self, g: &mut Graph, site: Site, x: &str, mut y: String) -> Result<String> {
+        let Some(list) = self.by_site.get(&site).cloned() else { return Ok(y) };
+        for i in list {
+            if self.merged.contains_key(&i) {
+                continue;
+            }
+            let delta = self.emit(g, i, x)?;
+            y = g.add(&y, &delta);
+        }
+        Ok(y)
+    }
+}
+
+/// A finished classification graph.
+pub struct ClassifierGraph {
+    pub graph: Graph,
+    pub num_labels: usize,
+    pub interventions: Vec<ExportedIntervention>,
+}
+
+/// Backbone + interventions + head as one graph: `input_ids`, `attention_mask` (int64
+/// `[batch, sequence]`) to `logits` (float `[batch, num_labels]`).
+pub fn classifier_graph(backbone: &dyn Backbone, interventions: &Interventions, head: &ClassifierHead, int8: bool) -> Result<ClassifierGraph> {
+    let mut g = Graph::new();
+    g.int8_frozen = int8;
+    g.reserve(INPUT_IDS)?;
+    g.reserve(ATTENTION_MASK)?;
+    g.reserve(LOGITS)?;
+    let mask = g.node("Cast", &[ATTENTION_MASK], vec![("to", Attr::Int(tensor_proto::DataType::Float as i64))]);
+    let mut hooks = InterventionNodes::new(interventions, &mask)?;
+    let hidden = backbone.to_onnx(&mut g, INPUT_IDS, &mask, &mut hooks)?;
+    let pooled = match head.pooling {
+        Pooling::Cls => match backbone.pool_first_onnx(&mut g, &hidden)? {
+            Some(p) => p,
+            None => {
+                let idx = g.const_i64("const_i64_0", &[], &[0]);
+                g.node("Gather", &[&hidden, &idx], vec![("axis", Attr::Int(1))])
+            }
+        },
+        Pooling::Mean => {
+            let axes = g.const_i64("const_axes_2", &[1], &[2]);
+            let m = g.node("Unsqueeze", &[&mask, &axes], vec![]);
+            let hm = g.mul(&hidden, &m);
+            let axes1 = g.const_i64("const_axes_1", &[1], &[1]);
+            let sum = g.node("ReduceSum", &[&hm, &axes1], vec![("keepdims", Attr::Int(0))]);
+            let count = g.node("ReduceSum", &[&m, &axes1], vec![("keepdims", Attr::Int(0))]);
+            g.node("Div", &[&sum, &count], vec![])
+        }
+    };
+    let logits = g.linear("head", &pooled, head.weight.as_tensor(), Some(head.bias.as_tensor()))?;
+    g.node_into("Identity", &[&logits], LOGITS, vec![]);
+    Ok(ClassifierGraph { graph: g, num_labels: head.weight.dims()[0], interventions: hooks.report() })
+}
+
+/// A graph input or output declaration: element type and dims (`Ok(n)` fixed, `Err("batch")`
+/// a named dynamic axis).
+pub fn value_info(name: &str, elem: tensor_proto::DataType, dims: &[Result<i64, &str>]) -> ValueInfoProto {
+    use proto::tensor_shape_proto::{dimension::Value, Dimension};
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Ok(v) => Value::DimValue(*v),
+                Err(p) => Value::DimParam(p.to_string()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.to_string()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(elem as i32),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The ONNX model around a classification graph (opset 17, dynamic batch and sequence).
+pub fn model_proto(c: ClassifierGraph, doc: &str) -> ModelProto {
+    use tensor_proto::DataType;
+    let inputs = vec![
+        value_info(INPUT_IDS, DataType::Int64, &[Err("batch"), Err("sequence")]),
+        value_info(ATTENTION_MASK, DataType::Int64, &[Err("batch"), Err("sequence")]),
+    ];
+    let outputs = vec![value_info(LOGITS, DataType::Float, &[Err("batch"), Ok(c.num_labels as i64)])];
+    model_of(c.graph, inputs, outputs, doc)
+}
+
+/// Any graph as an ONNX model with the given inputs and outputs (opset 17, IR 8).
+pub fn model_of(g: Graph, inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>, doc: &str) -> ModelProto {
+    let graph = proto::GraphProto {
+        node: g.nodes,
+        name: Some("reft_pipeline".into()),
+        initializer: g.initializers,
+        input: inputs,
+        output: outputs,
+        doc_string: Some(doc.to_string()),
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: Some(proto::IR_VERSION),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(proto::OPSET) }],
+        producer_name: Some("reft".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
+/// The serialized model (protobuf bytes), e.g. to hand to ONNX Runtime from memory.
+pub fn model_bytes(model: &ModelProto) -> Vec<u8> {
+    model.encode_to_vec()
+}
+
+/// Protobuf messages cannot pass 2 GiB; past this many initializer bytes the weights go to
+/// an external data file beside the model.
+pub const EXTERNAL_DATA_THRESHOLD: usize = (1usize << 31) - (64 << 20);
+
+/// Initializers smaller than this stay inside the model file even with external data (as
+/// `onnx.external_data_helper` does).
+const EXTERNAL_MIN_BYTES: usize = 1024;
+
+/// Write `model` to `path` atomically. When its initializers pass `external_threshold`
+/// bytes, they move to `<file name>.data` beside it (ONNX external data, offsets 64-byte
+/// aligned; tensors under 1 KiB stay inline) and the model keeps only their locations. Returns the files written.
+pub fn write_model(model: &mut ModelProto, path: &Path, external_threshold: usize) -> Result<Vec<PathBuf>> {
+    let graph = model.graph.as_mut().ok_or_else(|| Error::Other("ONNX model without a graph".into()))?;
+    let bytes: usize = graph.initializer.iter().map(|t| t.raw_data.as_ref().map_or(0, |d| d.len())).sum();
+    let mut written = Vec::new();
+    if bytes > external_threshold {
+        let file_name = format!("{}.data", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into()));
+        let data_path = path.with_file_name(&file_name);
+        let mut data = Vec::with_capacity(bytes + 64 * graph.initializer.len());
+        for t in graph.initializer.iter_mut() {
+            // Small tensors (shapes, axes, scalars) stay inline: shape inference reads them.
+            if t.raw_data.as_ref().is_none_or(|d| d.len() < EXTERNAL_MIN_BYTES) {
+                continue;
+            }
+            let Some(raw) = t.raw_data.take() else { continue };
+            while data.len() % 64 != 0 {
+                data.push(0);
+            }
+            let entry = |k: &str, v: String| proto::StringStringEntryProto { key: Some(k.into()), value: Some(v) };
+            t.external_data = vec![
+                entry("location", file_name.clone()),
+                entry("offset", data.len().to_string()),
+                entry("length", raw.len().to_string()),
+            ];
+            t.data_location = Some(tensor_proto::DataLocation::External as i32);
+            data.extend_from_slice(&raw);
+        }
+        crate::io::write_atomic(&data_path, &data)?;
+        written.push(data_path);
+    }
+    crate::io::write_atomic(path, &model.encode_to_vec())?;
+    written.insert(0, path.to_path_buf());
+    Ok(written)
+}
