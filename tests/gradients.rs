@@ -78,7 +78,7 @@ fn intervention_gradients_match_finite_differences() {
             let base = v.var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
             for _ in 0..3 {
                 let i = (pick.next_u64() % base.len() as u64) as usize;
-                let mut at = |delta: f64| {
+                let at = |delta: f64| {
                     let mut w = base.clone();
                     w[i] += delta;
                     v.var.set(&Tensor::from_vec(w, v.var.shape(), &dev).unwrap()).unwrap();

@@ -8,7 +8,7 @@ use super::safetensors_file::WeightFile;
 use super::{Backbone, Batch, Hooks};
 use crate::error::{Error, Result};
 use crate::hooks::{Component, HookSurface, LinearModule, Site};
-use crate::nn::{softmax_last, LayerNorm, Linear};
+use crate::nn::{LayerNorm, Linear};
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use std::path::Path;
@@ -282,8 +282,8 @@ impl Bert {
         let q = split(lin(LinearModule::Query, &layer.query, x)?)?;
         let k = split(lin(LinearModule::Key, &layer.key, x)?)?;
         let v = split(lin(LinearModule::Value, &layer.value, x)?)?;
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(bias)?;
-        let probs = softmax_last(&scores)?;
+        // Scale, key mask and softmax in one fused op (one pass over the scores each way).
+        let probs = crate::ops::scaled_masked_softmax(&q.matmul(&k.t()?)?, 1.0 / (hd as f64).sqrt(), bias)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?;
         let ctx = hooks.representation(Site::new(l, Component::AttentionValueOutput), ctx)?;
         lin(LinearModule::AttentionOut, &layer.attn_out, &ctx)

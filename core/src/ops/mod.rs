@@ -21,7 +21,7 @@ mod softmax;
 pub use frozen_linear::frozen_linear;
 pub use gelu::gelu_erf;
 pub use layer_norm::frozen_layer_norm;
-pub use softmax::softmax_last;
+pub use softmax::{scaled_masked_softmax, softmax_last};
 
 #[cfg(test)]
 mod tests;

@@ -57,14 +57,94 @@ impl CustomOp1 for Softmax {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(y.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBwd)?))
+        Ok(Some(y.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBwd { scale: 1.0 })?))
     }
 }
 
-/// `(y, g) -> y ⊙ (g − Σ(g ⊙ y))` for [`Softmax`]; a forward-only op used inside its backward.
-struct SoftmaxBwd;
+/// Attention probabilities `softmax(c·x + bias)` over the last dim in one pass, for scores
+/// `x` `[b, h, q, k]` and an additive key mask `bias` `[b, 1, 1, k]` (no gradient), with the
+/// backward `c · y ⊙ (g − Σ(g ⊙ y))`. The unfused chain (divide, broadcast add, softmax) makes
+/// two more passes over the `[b, h, q, k]` scores forward and more backward.
+///
+/// Falls back to that chain off the CPU, for other dtypes, or when `bias` is not `[b, 1, 1, k]`.
+pub fn scaled_masked_softmax(x: &Tensor, scale: f64, bias: &Tensor) -> Result<Tensor> {
+    let fused = x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && x.rank() == 4
+        && bias.dtype() == x.dtype()
+        && !bias.track_op()
+        && bias.dims() == [x.dim(0)?, 1, 1, x.dim(3)?]
+        && x.elem_count() > 0;
+    if !fused {
+        return softmax_last(&(x * scale)?.broadcast_add(bias)?);
+    }
+    x.contiguous()?.apply_op2(&bias.contiguous()?, ScaledMaskedSoftmax { scale })
+}
 
-fn backward<T: Real>(y: &[T], g: &[T], d: usize) -> Vec<T> {
+struct ScaledMaskedSoftmax {
+    scale: f64,
+}
+
+fn masked_forward<T: Real>(x: &[T], bias: &[T], rows_per_batch: usize, d: usize, scale: T) -> Vec<T> {
+    let mut y = vec![T::zero(); x.len()];
+    par_rows(&mut y, d, |row0, ys| {
+        for (r, yr) in ys.chunks_exact_mut(d).enumerate() {
+            let row = row0 + r;
+            let xr = &x[row * d..][..d];
+            let br = &bias[(row / rows_per_batch) * d..][..d];
+            for i in 0..d {
+                yr[i] = xr[i] * scale + br[i];
+            }
+            let m = max_of(yr);
+            for v in yr.iter_mut() {
+                *v -= m;
+            }
+            T::exp_in_place(yr);
+            let inv = T::one() / sum_by(d, |i| yr[i]);
+            for v in yr.iter_mut() {
+                *v *= inv;
+            }
+        }
+    });
+    y
+}
+
+impl CustomOp2 for ScaledMaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "scaled-masked-softmax"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+            bail!("scaled masked softmax: operands must be contiguous")
+        };
+        let dims = l1.dims();
+        let (d, rows_per_batch) = (dims[3], dims[1] * dims[2]);
+        let y = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(b)) => {
+                CpuStorage::F32(masked_forward(&x[a0..a1], &b[b0..b1], rows_per_batch, d, self.scale as f32))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(b)) => {
+                CpuStorage::F64(masked_forward(&x[a0..a1], &b[b0..b1], rows_per_batch, d, self.scale))
+            }
+            _ => bail!("scaled masked softmax: only f32 and f64 are fused"),
+        };
+        Ok((y, l1.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _bias: &Tensor, y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = y.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBwd { scale: self.scale })?;
+        Ok((Some(dx), None))
+    }
+}
+
+/// `(y, g) -> c · y ⊙ (g − Σ(g ⊙ y))` for the softmaxes here; a forward-only op used inside
+/// their backward.
+struct SoftmaxBwd {
+    scale: f64,
+}
+
+fn backward<T: Real>(y: &[T], g: &[T], d: usize, scale: T) -> Vec<T> {
     let mut dx = vec![T::zero(); y.len()];
     par_rows(&mut dx, d, |row0, dxs| {
         for (r, dxr) in dxs.chunks_exact_mut(d).enumerate() {
@@ -72,7 +152,7 @@ fn backward<T: Real>(y: &[T], g: &[T], d: usize) -> Vec<T> {
             let (yr, gr) = (&y[off..][..d], &g[off..][..d]);
             let dot = sum_by(d, |i| gr[i] * yr[i]);
             for i in 0..d {
-                dxr[i] = yr[i] * (gr[i] - dot);
+                dxr[i] = scale * yr[i] * (gr[i] - dot);
             }
         }
     });
@@ -93,8 +173,8 @@ impl CustomOp2 for SoftmaxBwd {
         }
         let d = *l1.dims().last().expect("rank >= 1");
         let dx = match (s1, s2) {
-            (CpuStorage::F32(y), CpuStorage::F32(g)) => CpuStorage::F32(backward(&y[a0..a1], &g[b0..b1], d)),
-            (CpuStorage::F64(y), CpuStorage::F64(g)) => CpuStorage::F64(backward(&y[a0..a1], &g[b0..b1], d)),
+            (CpuStorage::F32(y), CpuStorage::F32(g)) => CpuStorage::F32(backward(&y[a0..a1], &g[b0..b1], d, self.scale as f32)),
+            (CpuStorage::F64(y), CpuStorage::F64(g)) => CpuStorage::F64(backward(&y[a0..a1], &g[b0..b1], d, self.scale)),
             _ => bail!("softmax backward: only f32 and f64 are fused"),
         };
         Ok((dx, l1.shape().clone()))

@@ -330,3 +330,27 @@ fn gelu_gradient_matches_candle_and_finite_differences() {
     let d = max_abs_diff(fused.get(x32.as_tensor()).unwrap(), slow.get(x32.as_tensor()).unwrap());
     assert!(d <= 2e-6, "{d}");
 }
+
+#[test]
+fn scaled_masked_softmax_matches_the_unfused_chain() {
+    let slow = |x: &Tensor, c: f64, bias: &Tensor| slow_softmax(&(x * c).unwrap().broadcast_add(bias).unwrap()).unwrap();
+    for (dtype, tol) in [(DType::F32, 1e-6), (DType::F64, 1e-14)] {
+        let x = randn(31, &[3, 2, 5, 7], 3.0, dtype);
+        // Batch 1 masks its last two keys, batch 2 none.
+        let mask: Vec<f64> = (0..3 * 7).map(|i| if i / 7 == 1 && i % 7 >= 5 { -1e9 } else { 0.0 }).collect();
+        let bias = Tensor::from_vec(mask, (3, 1, 1, 7), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+        let fused = scaled_masked_softmax(&x, 0.125, &bias).unwrap();
+        assert!(max_abs_diff(&fused, &slow(&x, 0.125, &bias)) <= tol);
+        let masked = fused.narrow(0, 1, 1).unwrap().narrow(3, 5, 2).unwrap();
+        assert_eq!(masked.abs().unwrap().sum_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(), 0.0);
+    }
+    let x = Var::from_tensor(&randn(32, &[2, 3, 4, 6], 2.0, DType::F64)).unwrap();
+    let bias = Tensor::from_vec(vec![0.0, 0.0, 0.0, 0.0, -1e9, -1e9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], (2, 1, 1, 6), &Device::Cpu).unwrap();
+    let probe = randn(33, &[2, 3, 4, 6], 1.0, DType::F64);
+    let f = |t: &Tensor| scaled_masked_softmax(t, 0.3, &bias);
+    let gf = probed(&f, &x, &probe).backward().unwrap();
+    let gs = probed(&|t: &Tensor| Ok(slow(t, 0.3, &bias)), &x, &probe).backward().unwrap();
+    let dx = gf.get(&x).expect("input gradient");
+    assert!(max_abs_diff(dx, gs.get(&x).unwrap()) <= 1e-14);
+    check_finite_differences(&f, &x, &probe, dx, 24);
+}
