@@ -23,33 +23,11 @@ use std::time::Instant;
 
 use reft_plugins as _;
 
+#[path = "shared.rs"]
+mod shared;
+use shared::{fixed_batch, median};
+
 const RECIPE: &str = "configs/loreft_glue.yaml";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-/// `batch` texts of the real training data, each exactly `len` tokens.
-fn fixed_batch(batch: usize, len: usize) -> Vec<Vec<u32>> {
-    let dir = reft_core::assets::minilm_dir(&reft_core::assets::cache_dir());
-    let tok = model::load_tokenizer(&dir).expect("run `reft setup` first");
-    let data = reft_core::assets::movie_reviews_file(&reft_core::assets::cache_dir(), "train");
-    let text = std::fs::read_to_string(data).expect("run `reft setup` first");
-    let mut texts = text.lines().skip(1).map(|l| l.splitn(3, '\t').nth(2).unwrap_or("").to_string());
-    (0..batch)
-        .map(|_| {
-            let mut ids = vec![101u32];
-            while ids.len() < len {
-                let e = tok.encode(&texts.next().unwrap(), None).unwrap();
-                ids.extend_from_slice(&e[1..e.len() - 1]);
-            }
-            ids.truncate(len - 1);
-            ids.push(102);
-            ids
-        })
-        .collect()
-}
 
 struct Setup {
     backbone: Box<dyn model::Backbone>,

