@@ -21,7 +21,7 @@ pub struct MergeReport {
 /// The `[out, in]` weight change of every intervention, by the base file's tensor name.
 /// Fails, naming them, if any intervention cannot be merged (a ReFT edit is not a weight).
 pub fn weight_deltas(loaded: &Loaded, names: &[String]) -> Result<Vec<(String, Tensor)>> {
-    let config = crate::model::inspect(&loaded.model_dir)?.config;
+    let model: &dyn HookSurface = loaded.backbone.as_ref();
     let mut out = Vec::new();
     let mut unmergeable = Vec::new();
     for a in &loaded.interventions.items {
@@ -29,7 +29,7 @@ pub fn weight_deltas(loaded: &Loaded, names: &[String]) -> Result<Vec<(String, T
             unmergeable.push(format!("`{}` ({})", a.name, a.module.kind()));
             continue;
         };
-        let path = config
+        let path = model
             .module_path(a.site)
             .ok_or_else(|| Error::hook(&a.site.to_string(), "this model has no weight for it"))?;
         let weight = format!("{path}.weight");

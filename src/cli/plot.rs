@@ -282,6 +282,24 @@ fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 /// Panel 1: loss against update, raw points plus a moving average, epoch ends marked.
+/// The series legend, in the same style on both panels.
+fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>,
+    position: SeriesLabelPosition,
+    px: &dyn Fn(f64) -> f64,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT, px(14.0)))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .margin(px(12.0))
+        .draw()
+        .map_err(plot_err)?;
+    Ok(())
+}
+
 fn draw_loss(area: &Area, log: &Log, px: &dyn Fn(f64) -> f64) -> anyhow::Result<()> {
     // Without step records (a very short run) fall back to each epoch's mean loss.
     let (raw, raw_label): (Vec<(f64, f64)>, String) = if log.steps.is_empty() {
@@ -367,16 +385,7 @@ fn draw_loss(area: &Area, log: &Log, px: &dyn Fn(f64) -> f64) -> anyhow::Result<
             .legend(move |(x, y)| PathElement::new([(x, y), (x + px(20.0) as i32, y)], BLUE.stroke_width(px(2.5) as u32)));
     }
 
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, px(14.0)))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .margin(px(12.0))
-        .draw()
-        .map_err(plot_err)?;
-    Ok(())
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight, px)
 }
 
 /// Panel 2: dev accuracy and macro-F1 per epoch with the best epoch marked (or, for a recipe
@@ -479,16 +488,7 @@ fn draw_dev(area: &Area, log: &Log, px: &dyn Fn(f64) -> f64) -> anyhow::Result<(
         }
     }
 
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font((FONT, px(14.0)))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .margin(px(12.0))
-        .draw()
-        .map_err(plot_err)?;
-    Ok(())
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight, px)
 }
 
 #[cfg(test)]

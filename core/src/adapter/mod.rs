@@ -72,11 +72,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     if !path.exists() {
         return Err(Error::model(dir, format!("not a reft adapter folder: no {MANIFEST_FILE}")));
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let m: Manifest = serde_yaml::from_str(&text).map_err(|e| {
-        let loc = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
-        Error::Other(format!("{}{loc}: not a valid adapter manifest: {e}", path.display()))
-    })?;
+    let m: Manifest = crate::io::read_yaml(&path, "adapter manifest")?;
     if m.format != FORMAT || m.format_version > FORMAT_VERSION {
         return Err(Error::model(&path, format!(
             "adapter format `{}` v{} is not one this reft reads ({FORMAT} v{FORMAT_VERSION})",

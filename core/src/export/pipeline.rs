@@ -104,11 +104,7 @@ impl PipelineSpec {
         if !path.exists() {
             return Err(Error::model(dir, format!("not a reft pipeline folder: no {PIPELINE_FILE} (write one with `reft export`)")));
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let spec: PipelineSpec = serde_yaml::from_str(&text).map_err(|e| {
-            let loc = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
-            Error::Other(format!("{}{loc}: not a valid pipeline.yaml: {e}", path.display()))
-        })?;
+        let spec: PipelineSpec = crate::io::read_yaml(&path, "pipeline.yaml")?;
         if spec.format != FORMAT || spec.format_version > FORMAT_VERSION {
             return Err(Error::model(&path, format!(
                 "pipeline format `{}` v{} is not one this reft reads ({FORMAT} v{FORMAT_VERSION})",

@@ -321,6 +321,9 @@ impl HookSurface for Bert {
     fn component_dims(&self, c: Component) -> Option<(usize, usize)> {
         self.config.component_dims(c)
     }
+    fn module_path(&self, site: Site) -> Option<String> {
+        self.config.module_path(site)
+    }
 }
 
 impl Backbone for Bert {

@@ -21,20 +21,26 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
 
 struct Softmax;
 
+/// `v ← exp(v − max v) / Σ exp(v − max v)` for one row.
+#[inline(always)]
+fn softmax_row_in_place<T: Real>(v: &mut [T]) {
+    let m = max_of(v);
+    for x in v.iter_mut() {
+        *x -= m;
+    }
+    T::exp_in_place(v);
+    let inv = T::one() / sum_by(v.len(), |i| v[i]);
+    for x in v.iter_mut() {
+        *x *= inv;
+    }
+}
+
 fn forward<T: Real>(x: &[T], d: usize) -> Vec<T> {
     let mut y = vec![T::zero(); x.len()];
     par_rows(&mut y, d, |row0, ys| {
         for (r, yr) in ys.chunks_exact_mut(d).enumerate() {
-            let xr = &x[(row0 + r) * d..][..d];
-            let m = max_of(xr);
-            for i in 0..d {
-                yr[i] = xr[i] - m;
-            }
-            T::exp_in_place(yr);
-            let inv = T::one() / sum_by(d, |i| yr[i]);
-            for v in yr.iter_mut() {
-                *v *= inv;
-            }
+            yr.copy_from_slice(&x[(row0 + r) * d..][..d]);
+            softmax_row_in_place(yr);
         }
     });
     y
@@ -95,15 +101,7 @@ fn masked_forward<T: Real>(x: &[T], bias: &[T], rows_per_batch: usize, d: usize,
             for i in 0..d {
                 yr[i] = xr[i] * scale + br[i];
             }
-            let m = max_of(yr);
-            for v in yr.iter_mut() {
-                *v -= m;
-            }
-            T::exp_in_place(yr);
-            let inv = T::one() / sum_by(d, |i| yr[i]);
-            for v in yr.iter_mut() {
-                *v *= inv;
-            }
+            softmax_row_in_place(yr);
         }
     });
     y
