@@ -9,6 +9,9 @@ use std::process::ExitCode;
 // Built-in plugins register through `inventory`; naming the crate keeps the linker from
 // dropping it (and with it, every registration).
 use reft_plugins as _;
+// Link reft-core and candle from the shared reft-sdk library, the copy run-time plugins use
+// too (plugins/sdk/Cargo.toml).
+use reft_sdk as _;
 
 fn main() -> ExitCode {
     reft_plugins::link();

@@ -19,6 +19,7 @@ pub mod merge;
 pub mod model;
 pub mod nn;
 pub mod ops;
+pub mod plugin;
 pub mod positions;
 pub mod recipe;
 pub mod rng;

@@ -27,6 +27,9 @@ train it, and use the adapter. Start with `reft run configs/loreft_glue.yaml`, w
 model and data on first use, trains, and prints the metrics."
 )]
 pub struct Cli {
+    /// Load a run-time plugin library (repeatable) before anything else; see docs/plugins.md.
+    #[arg(long = "plugin", value_name = "PATH", global = true)]
+    plugins: Vec<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,6 +63,7 @@ enum Command {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    reft_core::plugin::load_all(&cli.plugins)?;
     match cli.command {
         Command::Run(a) => run::run(a),
         Command::Setup(a) => setup::run(a),

@@ -16,6 +16,10 @@ pub struct Manifest {
     pub reft_version: String,
     pub base_model: ModelEntry,
     pub interventions: Vec<InterventionEntry>,
+    /// Run-time plugin libraries (absolute paths) that provide kinds used above; loading
+    /// the adapter loads them first. Absent when only built-in plugins are used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<String>,
     #[serde(default)]
     pub head: Option<HeadEntry>,
     /// The recipe the adapter was trained from, as written.

@@ -104,6 +104,7 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
     let dtype = DType::F32;
     let mut interventions = Interventions::default();
     let mut rng = SeededRng::new(0);
+    load_recorded_plugins(&manifest)?;
     for e in &manifest.interventions {
         let factory = intervention::find(&e.kind).map_err(|err| {
             Error::Plugin(format!("the adapter needs plugin `{}` (version {}): {err}. Load it with --plugin", e.kind, e.version))
@@ -144,4 +145,23 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
     }
     let backbone = model::load(&model_dir, dtype, device)?;
     Ok(Loaded { dir: dir.to_path_buf(), manifest, model_dir, backbone, interventions, head })
+}
+
+/// Load the plugin libraries the adapter was trained with, unless a library already loaded
+/// (say with `--plugin`, from another place) provides every kind it needs.
+fn load_recorded_plugins(manifest: &Manifest) -> Result<()> {
+    let missing = |m: &Manifest| m.interventions.iter().any(|e| intervention::find(&e.kind).is_err());
+    for lib in &manifest.plugins {
+        if !missing(manifest) {
+            break;
+        }
+        let path = Path::new(lib);
+        if !path.exists() {
+            return Err(Error::Plugin(format!(
+                "the adapter was trained with plugin library {lib}, which no longer exists; pass the library with --plugin PATH"
+            )));
+        }
+        crate::plugin::load(path)?;
+    }
+    Ok(())
 }

@@ -208,6 +208,7 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
             parameters: info.num_parameters,
         },
         interventions: entries,
+        plugins: Vec::new(),
         head: head.as_ref().map(|h| HeadEntry {
             kind: "classification".into(),
             num_labels: h.weight.dims()[0],

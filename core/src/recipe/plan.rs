@@ -66,6 +66,12 @@ impl Plan {
                 format!("`num_labels` must be between 1 and {MAX_LABELS}, got {}", task.num_labels),
             ));
         }
+        // Run-time plugins first: the interventions below may name kinds they register.
+        for (i, text) in recipe.recipe.plugins.iter().enumerate() {
+            let at = format!("plugins[{i}]");
+            let path = recipe.resolve_path(&at, text)?;
+            crate::plugin::load(&path).map_err(|e| recipe.error_at(&at, e.to_string()))?;
+        }
         let mut interventions = Vec::new();
         for (i, spec) in recipe.recipe.interventions.iter().enumerate() {
             interventions.extend(plan_entry(&recipe, i, spec, &model.config)?);

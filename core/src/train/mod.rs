@@ -115,6 +115,11 @@ pub fn manifest_for(plan: &Plan, model_dir: &Path) -> Result<Manifest> {
                 options: p.options.clone(),
             })
             .collect(),
+        plugins: crate::plugin::loaded_libraries()
+            .into_iter()
+            .filter(|lib| plan.interventions.iter().any(|p| lib.plugins.contains(&p.factory.name)))
+            .map(|lib| lib.path.display().to_string())
+            .collect(),
         head: (r.task.kind == TaskKind::Classification).then(|| HeadEntry {
             kind: "classification".into(),
             num_labels: r.task.num_labels,
