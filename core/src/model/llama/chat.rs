@@ -48,6 +48,27 @@ impl ChatTemplate {
         Ok(ChatTemplate { default_system })
     }
 
+    /// The chat template of the model at `path` (a `.gguf` file or a folder): GGUF's
+    /// `tokenizer.chat_template`, or `chat_template` in a folder's tokenizer_config.json.
+    pub fn for_model(path: &std::path::Path) -> Result<Self> {
+        use crate::model::{locate, ModelFiles};
+        let template = match locate(path)? {
+            ModelFiles::Gguf(file) => super::GgufFile::open(&file)?.opt_string("tokenizer.chat_template")?,
+            ModelFiles::LlamaHf(dir) | ModelFiles::Bert(dir) => {
+                let p = dir.join("tokenizer_config.json");
+                match std::fs::read_to_string(&p) {
+                    Ok(text) => serde_json::from_str::<serde_json::Value>(&text)
+                        .map_err(|e| Error::model(&p, e.to_string()))?
+                        .get("chat_template")
+                        .and_then(|t| t.as_str())
+                        .map(str::to_string),
+                    Err(_) => None,
+                }
+            }
+        };
+        Self::from_jinja(template.as_deref())
+    }
+
     /// The prompt text for `messages`; with `add_generation_prompt`, it ends with the
     /// opening of an assistant turn.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> String {
