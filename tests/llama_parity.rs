@@ -142,3 +142,39 @@ fn kv_cached_greedy_equals_full_recompute() {
     assert_eq!(gen.tokens, full);
     assert!(!gen.tokens.is_empty());
 }
+
+#[test]
+fn generate_and_chat_commands_stream_text() {
+    let Some(path) = smollm2_gguf() else { return };
+    let model = path.to_str().unwrap();
+    let (ok, out, err) = run_reft(&["generate", "--model", model, "The capital of France is", "--max-new-tokens", "3"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with(" Paris"), "{out:?}");
+    assert!(err.contains("tokens/s"), "{err}");
+
+    // Sampling is seeded: the same seed gives the same text.
+    let sample = |seed: &str| {
+        let (ok, out, err) = run_reft(&["generate", "--model", model, "Once upon a time", "--max-new-tokens", "8", "--temperature", "0.8", "--top-p", "0.9", "--seed", seed]);
+        assert!(ok, "{err}");
+        out
+    };
+    assert_eq!(sample("1"), sample("1"));
+
+    let mut child = std::process::Command::new(reft_bin())
+        .args(["chat", "--model", model, "--max-new-tokens", "24"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"What is the capital of France?\n/exit\nnot read\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("Paris"), "{text:?}");
+    assert_eq!(text.lines().filter(|l| !l.is_empty()).count(), 1, "one reply, then /exit: {text:?}");
+
+    let (ok, _, err) = run_reft(&["generate", "--model", "/nonexistent/model.gguf", "hi"]);
+    assert!(!ok && err.contains("/nonexistent/model.gguf"), "{err}");
+}
