@@ -17,8 +17,9 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct ModelArgs {
     /// Model: a .gguf file, a folder holding one, or a Hugging Face llama folder
-    /// (default: the SmolLM2-135M-Instruct that `reft setup` installs).
-    #[arg(long, conflicts_with = "adapter")]
+    /// (default: the SmolLM2-135M-Instruct that `reft setup` installs). With --adapter:
+    /// the base model to use instead of the one the adapter records.
+    #[arg(long)]
     model: Option<PathBuf>,
     /// Adapter folder whose interventions apply to the prompt (its base must be a causal LM).
     #[arg(long)]

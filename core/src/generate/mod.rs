@@ -76,6 +76,9 @@ pub fn generate(
     if b != 1 {
         return Err(Error::Shape { context: "generation prompt".into(), expected: "one prompt (batch size 1)".into(), got: vec![b, s] });
     }
+    if s == 0 {
+        return Err(Error::Other("generation prompt: no tokens".into()));
+    }
     if prompt.attention_rows[0].contains(&0) {
         return Err(Error::Other("generation prompt: padding is not supported (give one unpadded prompt)".into()));
     }

@@ -76,6 +76,9 @@ impl Llama {
     fn bias(&self, rows: &[Vec<u32>], offset: usize, s: usize, dtype: DType) -> Result<Tensor> {
         let t = offset + s;
         let mut v = Vec::with_capacity(rows.len() * s * t);
+        if let Some(row) = rows.iter().find(|r| r.len() != t) {
+            return Err(Error::Shape { context: "attention mask row".into(), expected: format!("{t} positions"), got: vec![row.len()] });
+        }
         for row in rows {
             for i in 0..s {
                 v.extend((0..t).map(|j| if j <= offset + i && row[j] != 0 { 0.0 } else { MASKED }));
