@@ -117,6 +117,15 @@ impl HookSurface for ModelConfig {
     }
 }
 
+/// Every size of a model config in `1..=2^24`: a corrupt config fails here, with the key
+/// named, before anything is allocated from it.
+pub(crate) fn check_sizes(sizes: &[(&str, usize)]) -> std::result::Result<(), String> {
+    match sizes.iter().find(|(_, v)| *v == 0 || *v > 1 << 24) {
+        Some((name, v)) => Err(format!("`{name}` = {v} is out of range")),
+        None => Ok(()),
+    }
+}
+
 /// Where a model's files are, by format. A model path is a folder or a `.gguf` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelFiles {

@@ -168,7 +168,7 @@ impl LlamaConfig {
     /// Sizes in range and consistent, so nothing downstream divides by zero or allocates
     /// absurdly from a corrupt header.
     fn validate(&self) -> std::result::Result<(), String> {
-        for (name, v) in [
+        crate::model::check_sizes(&[
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
             ("intermediate_size", self.intermediate_size),
@@ -177,11 +177,7 @@ impl LlamaConfig {
             ("num_key_value_heads", self.num_kv_heads),
             ("head_dim", self.head_dim),
             ("max_position_embeddings", self.max_position_embeddings),
-        ] {
-            if v == 0 || v > 1 << 24 {
-                return Err(format!("`{name}` = {v} is out of range"));
-            }
-        }
+        ])?;
         if self.num_heads % self.num_kv_heads != 0 {
             return Err(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
