@@ -5,6 +5,7 @@ mod collect;
 mod eval;
 mod export;
 mod format;
+mod generate;
 mod infer;
 mod merge;
 mod plot;
@@ -60,6 +61,10 @@ enum Command {
     Plot(plot::Args),
     /// Fold a LoRA adapter (ours or PEFT's) into the base model's weights.
     Merge(merge::Args),
+    /// Continue a prompt with a causal LM (llama GGUF or folder), streaming the text.
+    Generate(generate::GenerateArgs),
+    /// Chat with a causal LM through its chat template (lines from stdin; /exit to leave).
+    Chat(generate::ChatArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -77,5 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Infer(a) => infer::run(a),
         Command::Plot(a) => plot::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Generate(a) => generate::generate_cmd(a),
+        Command::Chat(a) => generate::chat_cmd(a),
     }
 }

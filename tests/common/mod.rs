@@ -60,3 +60,22 @@ pub fn run_reft(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The SmolLM2-135M-Instruct GGUF file that `reft setup` installs, or `None` (the test
+/// returns early, with a note) when it is not in the cache, unless REFT_REQUIRE_ASSETS=1
+/// (CI), where a missing file fails the test.
+pub fn smollm2_gguf() -> Option<PathBuf> {
+    let cache = reft_core::assets::cache_dir();
+    let path = reft_core::assets::smollm2_gguf(&cache);
+    if reft_core::assets::is_installed(&cache, reft_core::assets::Asset::SmolLm2) && path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        !reft_core::assets::assets_required(),
+        "{}=1 but SmolLM2 is not in {} — run `cargo run --release -- setup` first",
+        reft_core::assets::REQUIRE_ASSETS_ENV,
+        cache.display()
+    );
+    eprintln!("note: SmolLM2 not in {}; test skipped (run `reft setup`)", cache.display());
+    None
+}

@@ -1,13 +1,41 @@
 //! A fingerprint of a base model: sha256 over its `config.json` (canonical JSON) and the
 //! name, dtype and shape of every tensor in its weight file header. Cheap (no weight bytes
-//! are read) and it tells apart any two architectures or checkpoint layouts.
+//! are read) and it tells apart any two architectures or checkpoint layouts. A GGUF file's
+//! fingerprint is made the same way from its metadata and tensor directory.
 
 use crate::error::{Error, Result};
+use crate::model::{locate, llama::GgufFile, ModelFiles};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
 
-pub fn fingerprint(model_dir: &Path) -> Result<String> {
+pub fn fingerprint(model: &Path) -> Result<String> {
+    match locate(model)? {
+        ModelFiles::Gguf(file) => gguf_fingerprint(&file),
+        ModelFiles::Bert(dir) | ModelFiles::LlamaHf(dir) => folder_fingerprint(&dir),
+    }
+}
+
+fn hex(h: Sha256) -> String {
+    let digest = h.finalize();
+    format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Metadata (keys sorted, values in their debug form) and the tensor directory (name,
+/// ggml type, shape): the weights' bytes are not read.
+fn gguf_fingerprint(file: &Path) -> Result<String> {
+    let g = GgufFile::open(file)?;
+    let mut h = Sha256::new();
+    for (key, value) in g.metadata() {
+        h.update(format!("{key}={value:?}\n").as_bytes());
+    }
+    for (name, ty, shape) in g.tensor_directory() {
+        h.update(format!("{name}:{ty}:{shape:?}\n").as_bytes());
+    }
+    Ok(hex(h))
+}
+
+fn folder_fingerprint(model_dir: &Path) -> Result<String> {
     let config_path = model_dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
     let config: serde_json::Value =
@@ -33,6 +61,5 @@ pub fn fingerprint(model_dir: &Path) -> Result<String> {
             h.update(format!("{name}:{}:{}\n", info["dtype"], info["shape"]).as_bytes());
         }
     }
-    let digest = h.finalize();
-    Ok(format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    Ok(hex(h))
 }

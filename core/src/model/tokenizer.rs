@@ -46,8 +46,24 @@ impl TextTokenizer {
         })
     }
 
+    /// Wrap a tokenizer built in code (e.g. from a GGUF file's metadata at `path`).
+    pub fn from_tokenizer(path: &Path, mut inner: Tokenizer, pad_id: u32) -> Self {
+        inner.with_padding(None);
+        // Never fails with no truncation.
+        let _ = inner.with_truncation(None);
+        TextTokenizer { path: path.to_path_buf(), inner, pad_id }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Text of token ids (with special tokens written out unless `skip_special`).
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        let fail = |e: &dyn std::fmt::Display| Error::model(&self.path, format!("cannot decode {} tokens: {e}", ids.len()));
+        guarded(|| self.inner.decode(ids, skip_special))
+            .map_err(|e| fail(&e))?
+            .map_err(|e| fail(&e))
     }
 
     pub fn inner(&self) -> &Tokenizer {

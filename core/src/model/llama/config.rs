@@ -1,0 +1,247 @@
+//! The shape of a llama-family decoder, read from a GGUF file's metadata or from a Hugging Face
+//! `config.json` (`model_type: llama`), checked before any weight is read.
+
+use super::gguf::GgufFile;
+use crate::error::{Error, Result};
+use crate::hooks::{Component, HookSurface, LinearModule, Site};
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    /// Key/value heads (grouped-query attention): `num_heads` is a multiple of it.
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    /// The longest sequence the model was trained for (prompt + generated tokens).
+    pub max_position_embeddings: usize,
+    /// Token ids that end a generation (end of turn, end of text).
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// The keys of a Hugging Face llama `config.json` that reft reads; the others are ignored.
+#[derive(Deserialize)]
+struct HfConfig {
+    #[serde(default)]
+    model_type: Option<String>,
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    #[serde(default)]
+    num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    head_dim: Option<usize>,
+    #[serde(default = "default_eps")]
+    rms_norm_eps: f64,
+    #[serde(default = "default_theta")]
+    rope_theta: f64,
+    #[serde(default = "default_max_positions")]
+    max_position_embeddings: usize,
+    #[serde(default)]
+    hidden_act: Option<String>,
+    #[serde(default)]
+    rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    attention_bias: bool,
+    #[serde(default)]
+    mlp_bias: bool,
+    /// One id or a list (llama 3 lists several).
+    #[serde(default)]
+    eos_token_id: Option<serde_json::Value>,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f64 {
+    10_000.0
+}
+fn default_max_positions() -> usize {
+    2048
+}
+
+impl LlamaConfig {
+    /// Read `config.json` of a Hugging Face llama folder.
+    pub fn load_json(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let c: HfConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::model(path, format!("line {}:{}: {e}", e.line(), e.column())))?;
+        let bad = |m: String| Err(Error::model(path, m));
+        if c.model_type.as_deref() != Some("llama") {
+            return bad(format!("model_type {:?} is not `llama`", c.model_type));
+        }
+        if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return bad(format!("hidden_act `{act}` is not supported (llama uses silu)"));
+        }
+        // Scaled RoPE (llama 3.1's `rope_type: llama3`, linear, dynamic, yarn) changes the
+        // frequencies; running it unscaled would be silently wrong.
+        if let Some(s) = c.rope_scaling.as_ref().filter(|s| !s.is_null()) {
+            return bad(format!("rope_scaling {s} is not supported (only plain RoPE)"));
+        }
+        if c.attention_bias || c.mlp_bias {
+            return bad("attention_bias/mlp_bias = true is not supported (llama has no biases)".into());
+        }
+        let eos_token_ids = match &c.eos_token_id {
+            None | Some(serde_json::Value::Null) => vec![],
+            Some(v) => {
+                let ids: Option<Vec<u32>> = match v {
+                    serde_json::Value::Array(a) => a.iter().map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok())).collect(),
+                    x => x.as_u64().and_then(|x| u32::try_from(x).ok()).map(|x| vec![x]),
+                };
+                match ids {
+                    Some(ids) => ids,
+                    None => return bad(format!("eos_token_id {v} is not a token id or a list of them")),
+                }
+            }
+        };
+        let heads = c.num_attention_heads;
+        let config = LlamaConfig {
+            vocab_size: c.vocab_size,
+            hidden_size: c.hidden_size,
+            intermediate_size: c.intermediate_size,
+            num_layers: c.num_hidden_layers,
+            num_heads: heads,
+            num_kv_heads: c.num_key_value_heads.unwrap_or(heads),
+            head_dim: c.head_dim.unwrap_or(if heads == 0 { 0 } else { c.hidden_size / heads }),
+            rms_norm_eps: c.rms_norm_eps,
+            rope_theta: c.rope_theta,
+            max_position_embeddings: c.max_position_embeddings,
+            eos_token_ids,
+        };
+        config.validate().map_err(|m| Error::model(path, m))?;
+        Ok(config)
+    }
+
+    /// Read the `llama.*` metadata of a GGUF file (llama.cpp's key names).
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let arch = g.string("general.architecture")?;
+        if arch != "llama" {
+            return Err(Error::model(g.path(), format!("general.architecture is `{arch}`; only `llama` is supported")));
+        }
+        let heads = g.usize("llama.attention.head_count")?;
+        let hidden = g.usize("llama.embedding_length")?;
+        let vocab = match g.opt_usize("llama.vocab_size")? {
+            Some(v) => v,
+            // Older files leave it out: the embedding matrix says it.
+            None => g.tensor_dims("token_embd.weight")?.first().copied().unwrap_or(0),
+        };
+        let head_dim = if heads == 0 { 0 } else { hidden / heads };
+        if let Some(rot) = g.opt_usize("llama.rope.dimension_count")? {
+            if rot != head_dim {
+                return Err(Error::model(g.path(), format!(
+                    "llama.rope.dimension_count is {rot} but the head dimension is {head_dim}: partial rotary embeddings are not supported"
+                )));
+            }
+        }
+        if let Some(t) = g.opt_string("llama.rope.scaling.type")?.filter(|t| t != "none") {
+            return Err(Error::model(g.path(), format!("llama.rope.scaling.type `{t}` is not supported (only plain RoPE)")));
+        }
+        let mut eos_token_ids = Vec::new();
+        if let Some(id) = g.opt_usize("tokenizer.ggml.eos_token_id")? {
+            eos_token_ids.push(id as u32);
+        }
+        let config = LlamaConfig {
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: g.usize("llama.feed_forward_length")?,
+            num_layers: g.usize("llama.block_count")?,
+            num_heads: heads,
+            num_kv_heads: g.opt_usize("llama.attention.head_count_kv")?.unwrap_or(heads),
+            head_dim,
+            rms_norm_eps: g.f64("llama.attention.layer_norm_rms_epsilon")?,
+            rope_theta: g.opt_f64("llama.rope.freq_base")?.unwrap_or(10_000.0),
+            max_position_embeddings: g.opt_usize("llama.context_length")?.unwrap_or(2048),
+            eos_token_ids,
+        };
+        config.validate().map_err(|m| Error::model(g.path(), m))?;
+        Ok(config)
+    }
+
+    /// Sizes in range and consistent, so nothing downstream divides by zero or allocates
+    /// absurdly from a corrupt header.
+    fn validate(&self) -> std::result::Result<(), String> {
+        crate::model::check_sizes(&[
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_layers),
+            ("num_attention_heads", self.num_heads),
+            ("num_key_value_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ])?;
+        if self.num_heads % self.num_kv_heads != 0 {
+            return Err(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(format!("head_dim {} is odd: RoPE rotates pairs", self.head_dim));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
+            return Err(format!("rms_norm_eps {} is not a non-negative number", self.rms_norm_eps));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return Err(format!("rope_theta {} must be a number above 1", self.rope_theta));
+        }
+        if let Some(id) = self.eos_token_ids.iter().find(|&&i| i as usize >= self.vocab_size) {
+            return Err(format!("eos token id {id} is outside the vocabulary of {}", self.vocab_size));
+        }
+        Ok(())
+    }
+
+    /// Width of all query heads together (`hidden_size` in every llama released so far).
+    pub fn q_dim(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+
+    /// Width of the keys (or values) of all key/value heads together.
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+}
+
+/// The widths at each hook point: shared by the loaded model and by `reft check`.
+impl HookSurface for LlamaConfig {
+    fn num_layers(&self) -> usize {
+        self.num_layers
+    }
+    fn component_dims(&self, c: Component) -> Option<(usize, usize)> {
+        let (d, i, q, kv) = (self.hidden_size, self.intermediate_size, self.q_dim(), self.kv_dim());
+        Some(match c {
+            Component::MlpActivation => (i, i),
+            Component::AttentionValueOutput => (q, q),
+            Component::Linear(LinearModule::Query) => (d, q),
+            Component::Linear(LinearModule::Key) | Component::Linear(LinearModule::Value) => (d, kv),
+            Component::Linear(LinearModule::AttentionOut) => (q, d),
+            Component::Linear(LinearModule::MlpUp) | Component::Linear(LinearModule::MlpGate) => (d, i),
+            Component::Linear(LinearModule::MlpDown) => (i, d),
+            _ => (d, d),
+        })
+    }
+    /// Hugging Face's module names (what PEFT's `target_modules` match), whatever file the
+    /// weights came from.
+    fn module_path(&self, site: Site) -> Option<String> {
+        let l = site.layer.filter(|l| *l < self.num_layers)?;
+        let module = match site.component {
+            Component::Linear(LinearModule::Query) => "self_attn.q_proj",
+            Component::Linear(LinearModule::Key) => "self_attn.k_proj",
+            Component::Linear(LinearModule::Value) => "self_attn.v_proj",
+            Component::Linear(LinearModule::AttentionOut) => "self_attn.o_proj",
+            Component::Linear(LinearModule::MlpGate) => "mlp.gate_proj",
+            Component::Linear(LinearModule::MlpUp) => "mlp.up_proj",
+            Component::Linear(LinearModule::MlpDown) => "mlp.down_proj",
+            _ => return None,
+        };
+        Some(format!("model.layers.{l}.{module}"))
+    }
+}

@@ -1,0 +1,211 @@
+//! The frozen weights of a llama decoder, from either file format, in one layout: Hugging
+//! Face's (`[out, in]` matrices, query/key rows in HF order for half-rotation RoPE).
+//!
+//! - GGUF (`token_embd.weight`, `blk.N.attn_q.weight`, ...): every tensor dequantised to the
+//!   requested dtype (the base is frozen, so it is kept in full precision rather than run
+//!   quantised); query/key rows un-permuted (see [`unpermute_rows`]).
+//! - Hugging Face safetensors (`model.layers.N.self_attn.q_proj.weight`, ...), a single
+//!   `model.safetensors`.
+//!
+//! Without an output matrix (`output.weight` / `lm_head.weight`) the embeddings are tied:
+//! the LM head is the token embedding matrix itself.
+
+use super::config::LlamaConfig;
+use super::gguf::GgufFile;
+use super::norm::RmsNorm;
+use crate::error::{Error, Result};
+use crate::model::safetensors_file::WeightFile;
+use crate::nn::Linear;
+use candle_core::{DType, Device, Tensor};
+
+pub struct LayerWeights {
+    pub attn_norm: RmsNorm,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub mlp_norm: RmsNorm,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+pub struct LlamaWeights {
+    /// `[vocab, hidden]`.
+    pub embed: Tensor,
+    pub layers: Vec<LayerWeights>,
+    pub norm: RmsNorm,
+    /// `[vocab, hidden]`; `None` when tied to `embed`.
+    pub lm_head: Option<Tensor>,
+    pub num_parameters: usize,
+}
+
+/// llama.cpp's converter reorders each head's query/key rows from `(2, hd/2)` (HF: first
+/// half, second half) to `(hd/2, 2)` (pairs side by side) so that its RoPE can rotate
+/// adjacent dimensions. This is the inverse: GGUF row `2j + i` of a head goes back to row
+/// `i·hd/2 + j`.
+pub fn unpermute_rows(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    let hd = out / heads;
+    w.reshape((heads, hd / 2, 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))
+}
+
+/// The inverse of [`unpermute_rows`] (what llama.cpp's converter does), for tests that
+/// write GGUF files.
+pub fn permute_rows(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    let hd = out / heads;
+    w.reshape((heads, 2, hd / 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))
+}
+
+/// Where each weight lives in one file format.
+struct Names {
+    embed: &'static str,
+    norm: &'static str,
+    lm_head: &'static str,
+    layer: fn(usize, Part) -> String,
+}
+
+#[derive(Clone, Copy)]
+enum Part {
+    AttnNorm,
+    Q,
+    K,
+    V,
+    O,
+    MlpNorm,
+    Gate,
+    Up,
+    Down,
+}
+
+const GGUF: Names = Names {
+    embed: "token_embd.weight",
+    norm: "output_norm.weight",
+    lm_head: "output.weight",
+    layer: |l, p| {
+        let n = match p {
+            Part::AttnNorm => "attn_norm",
+            Part::Q => "attn_q",
+            Part::K => "attn_k",
+            Part::V => "attn_v",
+            Part::O => "attn_output",
+            Part::MlpNorm => "ffn_norm",
+            Part::Gate => "ffn_gate",
+            Part::Up => "ffn_up",
+            Part::Down => "ffn_down",
+        };
+        format!("blk.{l}.{n}.weight")
+    },
+};
+
+const HF: Names = Names {
+    embed: "model.embed_tokens.weight",
+    norm: "model.norm.weight",
+    lm_head: "lm_head.weight",
+    layer: |l, p| {
+        let n = match p {
+            Part::AttnNorm => "input_layernorm",
+            Part::Q => "self_attn.q_proj",
+            Part::K => "self_attn.k_proj",
+            Part::V => "self_attn.v_proj",
+            Part::O => "self_attn.o_proj",
+            Part::MlpNorm => "post_attention_layernorm",
+            Part::Gate => "mlp.gate_proj",
+            Part::Up => "mlp.up_proj",
+            Part::Down => "mlp.down_proj",
+        };
+        format!("model.layers.{l}.{n}.weight")
+    },
+};
+
+/// One way to fetch a named tensor of an expected shape.
+trait Source {
+    fn fetch(&mut self, name: &str, shape: &[usize]) -> Result<Tensor>;
+    fn has(&self, name: &str) -> bool;
+}
+
+struct FromGguf<'a> {
+    file: &'a mut GgufFile,
+    dtype: DType,
+    device: &'a Device,
+}
+
+impl Source for FromGguf<'_> {
+    fn fetch(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.file.tensor(name, shape, self.dtype, self.device)
+    }
+    fn has(&self, name: &str) -> bool {
+        self.file.has_tensor(name)
+    }
+}
+
+impl Source for WeightFile {
+    fn fetch(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.get(name, shape)
+    }
+    fn has(&self, name: &str) -> bool {
+        self.contains(name)
+    }
+}
+
+impl LlamaWeights {
+    pub fn from_gguf(cfg: &LlamaConfig, file: &mut GgufFile, dtype: DType, device: &Device) -> Result<Self> {
+        // llama 3.1-style GGUFs carry scaled RoPE frequencies as a tensor; ignoring it would
+        // be silently wrong.
+        if file.has_tensor("rope_freqs.weight") {
+            return Err(Error::model(file.path(), "has `rope_freqs.weight` (scaled RoPE), which is not supported"));
+        }
+        let num_parameters = file.num_parameters();
+        let path = file.path().to_path_buf();
+        let mut src = FromGguf { file, dtype, device };
+        let mut w = Self::read(cfg, &mut src, &GGUF)?;
+        for (l, layer) in w.layers.iter_mut().enumerate() {
+            let fix = |t: &Tensor, heads: usize| {
+                unpermute_rows(t, heads).map_err(|e| Error::model(&path, format!("layer {l}: un-permuting query/key rows: {e}")))
+            };
+            layer.q.weight = fix(&layer.q.weight, cfg.num_heads)?;
+            layer.k.weight = fix(&layer.k.weight, cfg.num_kv_heads)?;
+        }
+        w.num_parameters = num_parameters;
+        Ok(w)
+    }
+
+    pub fn from_safetensors(cfg: &LlamaConfig, file: &mut WeightFile) -> Result<Self> {
+        let mut w = Self::read(cfg, file, &HF)?;
+        w.num_parameters = file.num_parameters();
+        Ok(w)
+    }
+
+    fn read(cfg: &LlamaConfig, src: &mut dyn Source, names: &Names) -> Result<Self> {
+        let (d, i, q, kv, vocab) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim(), cfg.vocab_size);
+        let eps = cfg.rms_norm_eps;
+        let mut layers = Vec::new();
+        for l in 0..cfg.num_layers {
+            let mut get = |p: Part, shape: &[usize]| src.fetch(&(names.layer)(l, p), shape);
+            let mut lin = |p: Part, out: usize, inp: usize| -> Result<Linear> { Ok(Linear::new(get(p, &[out, inp])?, None)) };
+            let (wq, wk, wv, wo) = (lin(Part::Q, q, d)?, lin(Part::K, kv, d)?, lin(Part::V, kv, d)?, lin(Part::O, d, q)?);
+            let (gate, up, down) = (lin(Part::Gate, i, d)?, lin(Part::Up, i, d)?, lin(Part::Down, d, i)?);
+            let mut get = |p: Part, shape: &[usize]| src.fetch(&(names.layer)(l, p), shape);
+            layers.push(LayerWeights {
+                attn_norm: RmsNorm::new(get(Part::AttnNorm, &[d])?, eps),
+                q: wq,
+                k: wk,
+                v: wv,
+                o: wo,
+                mlp_norm: RmsNorm::new(get(Part::MlpNorm, &[d])?, eps),
+                gate,
+                up,
+                down,
+            });
+        }
+        let lm_head = if src.has(names.lm_head) { Some(src.fetch(names.lm_head, &[vocab, d])?) } else { None };
+        Ok(LlamaWeights {
+            embed: src.fetch(names.embed, &[vocab, d])?,
+            layers,
+            norm: RmsNorm::new(src.fetch(names.norm, &[d])?, eps),
+            lm_head,
+            num_parameters: 0,
+        })
+    }
+}

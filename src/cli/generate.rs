@@ -1,0 +1,220 @@
+//! `reft generate` and `reft chat`: text from a causal LM (a llama GGUF file or folder),
+//! optionally with an adapter's interventions applied to the prompt.
+
+use anyhow::{bail, Context};
+use reft_core::adapter;
+use reft_core::attach::Interventions;
+use reft_core::generate::{generate, GenerateOptions, Generation, Sampling, StopReason, TextStream};
+use reft_core::model::llama::{ChatMessage, ChatTemplate};
+use reft_core::model::tokenizer::TextTokenizer;
+use reft_core::model::{self, Backbone, CausalLm, NoHooks};
+use reft_core::rng::SeededRng;
+use std::cell::RefCell;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+/// What both commands share: the model, and how to sample.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// Model: a .gguf file, a folder holding one, or a Hugging Face llama folder
+    /// (default: the SmolLM2-135M-Instruct that `reft setup` installs). With --adapter:
+    /// the base model to use instead of the one the adapter records.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Adapter folder whose interventions apply to the prompt (its base must be a causal LM).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Stop after this many new tokens.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 = greedy (the default).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Nucleus sampling: draw from the most likely tokens whose probabilities sum to this.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Seed of the sampler (same seed, same text).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt; without it, all of stdin.
+    prompt: Option<String>,
+    /// Wrap the prompt as a user turn of the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// With --chat: the system message (default: the template's own).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The system message (default: the template's own).
+    #[arg(long)]
+    system: Option<String>,
+}
+
+/// A loaded causal LM with its tokenizer, and the adapter whose hooks apply to prompts.
+struct Session {
+    backbone: Box<dyn Backbone>,
+    interventions: Option<Interventions>,
+    tokenizer: TextTokenizer,
+    model_path: PathBuf,
+    options: GenerateOptions,
+}
+
+impl Session {
+    fn open(args: &ModelArgs) -> anyhow::Result<Session> {
+        let device = candle_core::Device::Cpu;
+        let (backbone, interventions, model_path) = match &args.adapter {
+            Some(dir) => {
+                let loaded = adapter::load(dir, args.model.as_deref(), &device)?;
+                if loaded.head.is_some() {
+                    eprintln!("note: the adapter's classification head is not used for generation");
+                }
+                (loaded.backbone, Some(loaded.interventions), loaded.model_dir)
+            }
+            None => {
+                let path = args
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| reft_core::assets::smollm2_dir(&reft_core::assets::cache_dir()));
+                (model::load(&path, candle_core::DType::F32, &device)?, None, path)
+            }
+        };
+        if backbone.as_causal_lm().is_none() {
+            bail!("{}: a `{}` model cannot generate text (a decoder such as llama can)", model_path.display(), backbone.arch());
+        }
+        let tokenizer = model::load_tokenizer(&model_path)?;
+        let options = GenerateOptions {
+            max_new_tokens: args.max_new_tokens,
+            sampling: Sampling::new(args.temperature, args.top_p, args.seed)?,
+            extra_stop_tokens: vec![],
+        };
+        Ok(Session { backbone, interventions, tokenizer, model_path, options })
+    }
+
+    fn lm(&self) -> &dyn CausalLm {
+        self.backbone.as_causal_lm().expect("checked in open")
+    }
+
+    /// Generate from `prompt`, streaming the text to stdout; returns the text and the run.
+    fn run(&self, prompt: &str) -> anyhow::Result<(String, Generation)> {
+        let ids = self.tokenizer.encode(prompt, None)?;
+        if ids.is_empty() {
+            bail!("the prompt is empty");
+        }
+        let device = candle_core::Device::Cpu;
+        let batch = self.tokenizer.batch_from_ids(&[ids], &device)?;
+        let rng = RefCell::new(SeededRng::new(0));
+        let mut stream = TextStream::new(&self.tokenizer);
+        let mut out = std::io::stdout().lock();
+        let mut on_token = |t: u32| -> reft_core::Result<()> {
+            if let Some(piece) = stream.push(t)? {
+                // A closed stdout (`| head`) ends the run quietly rather than in a panic.
+                out.write_all(piece.as_bytes()).and_then(|_| out.flush()).map_err(|e| reft_core::Error::Other(format!("stdout: {e}")))?;
+            }
+            Ok(())
+        };
+        let gen = match &self.interventions {
+            Some(iv) => {
+                let hooks = iv.hooks(&batch, false, candle_core::DType::F32, &rng)?;
+                generate(self.lm(), &batch, &hooks, &self.options, &mut on_token)?
+            }
+            None => generate(self.lm(), &batch, &NoHooks, &self.options, &mut on_token)?,
+        };
+        if let Some(rest) = stream.finish()? {
+            out.write_all(rest.as_bytes())?;
+        }
+        writeln!(out)?;
+        out.flush()?;
+        Ok((stream.text()?, gen))
+    }
+}
+
+fn report(gen: &Generation) {
+    let why = match gen.stop {
+        StopReason::StopToken(_) => "end of sequence",
+        StopReason::MaxNewTokens => "--max-new-tokens reached",
+        StopReason::ContextFull => "context full",
+    };
+    eprintln!(
+        "[{} prompt tokens in {:.2} s; {} new tokens, decoding {:.1} tokens/s; stopped: {why}]",
+        gen.prompt_tokens,
+        gen.prefill_secs,
+        gen.tokens.len(),
+        gen.decode_tokens_per_sec()
+    );
+}
+
+fn template(session: &Session, system: Option<&str>) -> anyhow::Result<(ChatTemplate, Vec<ChatMessage>)> {
+    let t = ChatTemplate::for_model(&session.model_path)?;
+    let start = system.map(|s| vec![ChatMessage::new("system", s)]).unwrap_or_default();
+    Ok((t, start))
+}
+
+pub fn generate_cmd(args: GenerateArgs) -> anyhow::Result<()> {
+    let prompt = match args.prompt {
+        Some(p) => p,
+        None => std::io::read_to_string(std::io::stdin()).context("reading the prompt from stdin")?,
+    };
+    let session = Session::open(&args.model)?;
+    let text = if args.chat {
+        let (t, mut msgs) = template(&session, args.system.as_deref())?;
+        msgs.push(ChatMessage::new("user", &prompt));
+        t.render(&msgs, true)
+    } else {
+        prompt
+    };
+    let (_, gen) = session.run(&text)?;
+    report(&gen);
+    Ok(())
+}
+
+pub fn chat_cmd(args: ChatArgs) -> anyhow::Result<()> {
+    let session = Session::open(&args.model)?;
+    let (t, mut msgs) = template(&session, args.system.as_deref())?;
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!("chatting with {} (/exit or Ctrl-D to leave)", session.model_path.display());
+    }
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        if interactive {
+            eprint!("> ");
+            std::io::stderr().flush()?;
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line.context("reading stdin")?;
+        let line = line.trim();
+        if line == "/exit" {
+            break;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        msgs.push(ChatMessage::new("user", line));
+        // Keep the conversation within the context: drop the oldest exchanges first.
+        let budget = session.lm().max_positions().saturating_sub(session.options.max_new_tokens);
+        let first = usize::from(msgs.first().is_some_and(|m| m.role == "system"));
+        let mut prompt = t.render(&msgs, true);
+        while session.tokenizer.encode(&prompt, None)?.len() > budget && msgs.len() > first + 1 {
+            msgs.drain(first..(first + 2).min(msgs.len() - 1));
+            prompt = t.render(&msgs, true);
+        }
+        let (reply, gen) = session.run(&prompt)?;
+        if interactive {
+            report(&gen);
+        }
+        msgs.push(ChatMessage::new("assistant", reply.trim_end()));
+    }
+    Ok(())
+}
