@@ -156,6 +156,7 @@ train: {{ epochs: 4, batch_size: 16, lr: 2.0e-2, seed: 5 }}\n",
         .map(|v| v["train_loss"].as_f64().unwrap())
         .collect();
     assert_eq!(losses.len(), 4, "{log}");
+    eprintln!("gated_steering: mean training loss per epoch {losses:?}");
     assert!(losses[3] < losses[0] - 0.05, "loss did not fall: {losses:?}");
 
     // The plugin's own weights trained: the steering vectors left zero.
@@ -200,6 +201,7 @@ train: {{ epochs: 4, batch_size: 16, lr: 2.0e-2, seed: 5 }}\n",
     let (c, o) = (probabilities(&candle_out), probabilities(&ort_out));
     assert_eq!(c.len(), texts.len());
     let worst = c.iter().flatten().zip(o.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f64, f64::max);
+    eprintln!("gated_steering: max |ORT - candle| over the probabilities {worst:.2e}");
     assert!(worst < 1e-4, "ORT and candle disagree by {worst}: {c:?} vs {o:?}");
 }
 
