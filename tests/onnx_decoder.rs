@@ -242,6 +242,53 @@ fn interventions_in_the_prefill_match_candle() {
     let (moved, _) = diff(&candle_logits(f, &ids, None), &edited[0]);
     assert!(moved > 0.1, "the interventions moved the logits by only {moved}");
     onnx_checker(&dir.join("prefill.onnx"));
+
+    // The same interventions saved as a head-less adapter on the GGUF base: `reft export
+    // --adapter` gives a causal-LM pipeline with the same prefill.
+    let adapter = tmp.path().join("adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    let entries = ivs
+        .items
+        .iter()
+        .zip(["{rank: 4}", "{rank: 4, alpha: 8}", "{rank: 2}"])
+        .map(|(a, opts)| reft_core::adapter::InterventionEntry {
+            name: a.name.clone(),
+            kind: a.module.kind().to_string(),
+            version: intervention::find(a.module.kind()).unwrap().version.to_string(),
+            hook: a.site.to_string(),
+            positions: a.positions.to_string(),
+            options: reft_core::serde_yaml::from_str(opts).unwrap(),
+        })
+        .collect();
+    let manifest = reft_core::adapter::Manifest {
+        format: reft_core::adapter::FORMAT.into(),
+        format_version: reft_core::adapter::FORMAT_VERSION,
+        reft_version: "test".into(),
+        base_model: reft_core::adapter::ModelEntry {
+            path: f.gguf.display().to_string(),
+            arch: "llama".into(),
+            fingerprint: reft_core::adapter::fingerprint(&f.gguf).unwrap(),
+            parameters: f.backbone.num_parameters(),
+        },
+        interventions: entries,
+        plugins: vec![],
+        head: None,
+        recipe: None,
+        max_length: None,
+        tensors: Default::default(),
+        weights_sha256: String::new(),
+        metrics: None,
+    };
+    reft_core::adapter::save(&adapter, &manifest, &ivs, None).unwrap();
+    let from_adapter = tmp.path().join("from_adapter");
+    let (ok, out, err) = run_reft(&["export", "--adapter", adapter.to_str().unwrap(), "--out", from_adapter.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("prefill") && out.contains("decode step"), "{out}");
+    let mut again = OrtDecoder::load(&from_adapter, None).unwrap();
+    assert_eq!(again.spec.source.adapter, adapter.display().to_string());
+    assert_eq!(again.spec.interventions, report.spec.interventions);
+    let (same, _) = again.lm.prefill(&[ids]).unwrap();
+    assert_eq!(same, edited, "the adapter's pipeline computes what the in-memory export does");
 }
 
 #[test]
