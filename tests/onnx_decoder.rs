@@ -112,7 +112,7 @@ fn compare_prompts(f: &Fixture, dec: &mut OrtDecoder, ivs: Option<&Interventions
         let ids = f.tok.encode(prompt, None).unwrap();
         assert_eq!(dec.tokenizer.encode(prompt, None).unwrap(), ids, "the pipeline's tokenizer gives the model's ids");
         let want = candle_logits(f, &ids, ivs);
-        let (got, _) = dec.lm.prefill(&[ids.clone()]).unwrap();
+        let (got, _) = dec.lm.prefill(std::slice::from_ref(&ids)).unwrap();
         let (abs, rel) = diff(&want, &got[0]);
         let scale = want.iter().map(|x| x.abs()).fold(0f32, f32::max);
         worst = worst.max(rel);
@@ -238,7 +238,7 @@ fn interventions_in_the_prefill_match_candle() {
     eprintln!("interventions: worst relative prefill logit difference {worst:.1e}");
     // The edits matter: the prefill logits move far beyond the tolerance.
     let ids = f.tok.encode(PROMPTS[0], None).unwrap();
-    let (edited, _) = dec.lm.prefill(&[ids.clone()]).unwrap();
+    let (edited, _) = dec.lm.prefill(std::slice::from_ref(&ids)).unwrap();
     let (moved, _) = diff(&candle_logits(f, &ids, None), &edited[0]);
     assert!(moved > 0.1, "the interventions moved the logits by only {moved}");
     onnx_checker(&dir.join("prefill.onnx"));

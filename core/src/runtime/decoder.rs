@@ -73,6 +73,9 @@ pub struct OrtLm {
 /// One graph run's results: last-token logits per row and the grown cache.
 type RunOut = (Vec<Vec<f32>>, Vec<(DynValue, DynValue)>);
 
+/// The cache going into a decoding step, with the input names of its tensors.
+type Past<'a> = (&'a [(DynValue, DynValue)], &'a [(String, String)]);
+
 impl OrtDecoder {
     /// Load a causal-LM pipeline folder written by `reft export`. `ort` replaces the session
     /// options recorded in `pipeline.yaml`.
@@ -92,7 +95,7 @@ impl OrtDecoder {
         opts.validate().map_err(Error::Other)?;
         for f in [&spec.model, &decoder.decode_model, &decoder.weights] {
             if !dir.join(f).is_file() {
-                return Err(Error::model(&dir.join(f), "a file of the pipeline is missing (export it again with `reft export`)"));
+                return Err(Error::model(dir.join(f), "a file of the pipeline is missing (export it again with `reft export`)"));
             }
         }
         let tokenizer = TextTokenizer::load(&dir.join(&spec.tokenizer))?;
@@ -114,12 +117,12 @@ impl OrtDecoder {
         let expect = |s: &Session, file: &str, inputs: Vec<String>, outputs: Vec<String>| -> Result<()> {
             for name in &inputs {
                 if !s.inputs().iter().any(|i| i.name() == name) {
-                    return Err(Error::model(&dir.join(file), format!("the graph has no input `{name}`")));
+                    return Err(Error::model(dir.join(file), format!("the graph has no input `{name}`")));
                 }
             }
             for name in &outputs {
                 if !s.outputs().iter().any(|o| o.name() == name) {
-                    return Err(Error::model(&dir.join(file), format!("the graph has no output `{name}`")));
+                    return Err(Error::model(dir.join(file), format!("the graph has no output `{name}`")));
                 }
             }
             Ok(())
@@ -252,7 +255,7 @@ fn run(
     ids: Vec<i64>,
     mask: Vec<i64>,
     positions: Vec<i64>,
-    past: Option<(&[(DynValue, DynValue)], &[(String, String)])>,
+    past: Option<Past<'_>>,
     present: &[(String, String)],
 ) -> Result<RunOut> {
     let tensor = |name: &str, shape: [usize; 2], data: Vec<i64>| -> Result<SessionInputValue<'static>> {
