@@ -183,6 +183,16 @@ fn base_model_pipeline_matches_candle_and_passes_the_checker() {
     assert!(dec.lm.step(&mut cache, &[1]).unwrap_err().to_string().contains("one token for each"));
     assert!(dec.lm.prefill(&[vec![49_152]]).unwrap_err().to_string().contains("outside the vocabulary"));
     assert!(dec.lm.prefill(&[vec![]]).is_err());
+
+    // A damaged folder: named in the error, before ONNX Runtime sees it.
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(dir.join("pipeline.yaml")).unwrap();
+    std::fs::write(tmp.path().join("pipeline.yaml"), yaml.replace("num_layers: 30", "num_layers: 0")).unwrap();
+    let err = OrtDecoder::load(tmp.path(), None).err().unwrap().to_string();
+    assert!(err.contains("num_layers") && err.contains("pipeline.yaml"), "{err}");
+    std::fs::write(tmp.path().join("pipeline.yaml"), &yaml).unwrap();
+    let err = OrtDecoder::load(tmp.path(), None).err().unwrap().to_string();
+    assert!(err.contains("prefill.onnx") && err.contains("missing"), "{err}");
 }
 
 /// Interventions of three kinds on SmolLM2, every tensor random (seeded) so none is trivially zero.

@@ -163,12 +163,38 @@ impl PipelineSpec {
         }
         spec.ort.validate().map_err(|m| Error::model(&path, m))?;
         match (spec.task.as_str(), &spec.decoder) {
-            (TASK_CLASSIFICATION, None) | (TASK_CAUSAL_LM, Some(_)) => {}
+            (TASK_CLASSIFICATION, None) => {}
+            (TASK_CAUSAL_LM, Some(d)) => d.validate().map_err(|m| Error::model(&path, format!("decoder: {m}")))?,
             (TASK_CAUSAL_LM, None) => return Err(Error::model(&path, "task causal_lm without a `decoder:` section")),
             (TASK_CLASSIFICATION, Some(_)) => return Err(Error::model(&path, "a classification pipeline with a `decoder:` section")),
             (other, _) => return Err(Error::model(&path, format!("task `{other}` is not one this reft runs ({TASK_CLASSIFICATION}, {TASK_CAUSAL_LM})"))),
         }
         Ok(spec)
+    }
+}
+
+impl DecoderSpec {
+    /// Sizes in range and cache names that name a layer, so a hand-edited or corrupt file
+    /// fails here, by key, rather than inside ONNX Runtime.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        crate::model::check_sizes(&[
+            ("num_layers", self.num_layers),
+            ("hidden_size", self.hidden_size),
+            ("num_heads", self.num_heads),
+            ("num_kv_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+            ("max_positions", self.max_positions),
+        ])?;
+        for (key, pattern) in [("past_key", &self.past_key), ("past_value", &self.past_value), ("present_key", &self.present_key), ("present_value", &self.present_value)] {
+            if !pattern.contains("{i}") {
+                return Err(format!("{key} `{pattern}` has no `{{i}}` for the layer number"));
+            }
+        }
+        if let Some(id) = self.eos_token_ids.iter().find(|&&i| i as usize >= self.vocab_size) {
+            return Err(format!("eos token id {id} is outside the vocabulary of {}", self.vocab_size));
+        }
+        Ok(())
     }
 }
 
