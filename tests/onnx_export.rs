@@ -56,27 +56,6 @@ fn compare(clf: &ClassifierModel, pipe: &mut OrtPipeline, texts: &[String]) -> (
     (worst, mismatches)
 }
 
-/// Run ONNX's own checker on `model` with the `onnx` package `reft setup` installs into the
-/// cache. Skips (saying why) only when there is no python3 at all.
-fn onnx_checker(model: &Path) {
-    let python = std::env::var("REFT_PYTHON").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "python3".into());
-    if std::process::Command::new(&python).arg("--version").output().is_err() {
-        eprintln!("skipping ONNX's checker: no `{python}` on this machine");
-        return;
-    }
-    let site = reft_core::assets::python_dir(&reft_core::assets::cache_dir());
-    let script = "import sys, onnx\nm = onnx.load(sys.argv[1])\nonnx.checker.check_model(m, full_check=True)\nprint('checked', len(m.graph.node), 'nodes, opset', m.opset_import[0].version)";
-    let out = std::process::Command::new(&python).env("PYTHONPATH", &site).args(["-c", script]).arg(model).output().unwrap();
-    assert!(
-        out.status.success(),
-        "onnx.checker.check_model(full_check=True) rejected {} (is Python onnx installed? `reft setup` puts it in {}):\n{}",
-        model.display(),
-        site.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
-}
-
 /// A data slice: the first `n` training lines and `m` dev lines spread over the file.
 fn small_data(dir: &Path, n: usize, m: usize) -> (PathBuf, PathBuf) {
     let data = reft_core::assets::movie_reviews_dir(&reft_core::assets::cache_dir());

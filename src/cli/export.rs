@@ -1,19 +1,24 @@
 //! `reft export --adapter DIR --out PIPE`: write an ONNX Runtime pipeline folder.
+//! `reft export --model PATH --out PIPE`: a decoder without an adapter, as a causal-LM pipeline.
 
 use reft_core::adapter;
 use reft_core::export::pipeline::OrtOptions;
-use reft_core::export::{export_adapter, ExportOptions};
+use reft_core::export::{export_adapter, export_base_model, ExportOptions};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["adapter", "model"])))]
 pub struct Args {
-    /// Adapter folder (from `reft train`).
+    /// Adapter folder (from `reft train`). An adapter with a classification head gives a
+    /// classification pipeline; one on a decoder without a head, a causal-LM pipeline.
     #[arg(long)]
-    pub adapter: PathBuf,
-    /// Pipeline folder to write: model.onnx, tokenizer.json, pipeline.yaml.
+    pub adapter: Option<PathBuf>,
+    /// Pipeline folder to write: model.onnx, tokenizer.json, pipeline.yaml (a causal LM:
+    /// prefill.onnx, decode.onnx, weights.onnx.data, tokenizer.json, pipeline.yaml).
     #[arg(long)]
     pub out: PathBuf,
-    /// Use this base model folder instead of the one recorded in the adapter.
+    /// With --adapter: use this base model instead of the one recorded in the adapter.
+    /// Alone: export this decoder (a .gguf file or llama folder) for `reft generate --runtime ort`.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// ONNX Runtime graph optimisation level recorded for `reft infer`: disable, basic, extended, all.
@@ -35,20 +40,28 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let loaded = adapter::load(&args.adapter, args.model.as_deref(), &candle_core::Device::Cpu)?;
     let opts = ExportOptions {
         ort: OrtOptions { graph_optimization_level: args.optimization.clone(), intra_op_threads: args.intra_threads, inter_op_threads: 0, intra_op_spinning: !args.no_spinning },
         quantize: args.quantize.clone(),
         ..Default::default()
     };
-    let report = export_adapter(&loaded, &args.out, &opts)?;
+    let report = match (&args.adapter, &args.model) {
+        (Some(dir), model) => {
+            let loaded = adapter::load(dir, model.as_deref(), &candle_core::Device::Cpu)?;
+            export_adapter(&loaded, &args.out, &opts)?
+        }
+        (None, Some(model)) => export_base_model(model, &args.out, &opts)?,
+        (None, None) => anyhow::bail!("give --adapter DIR (an adapter) or --model PATH (a decoder to export as it is)"),
+    };
     if args.json {
         println!(
             "{}",
             serde_json::json!({
                 "pipeline": report.dir,
                 "files": report.files,
+                "task": report.spec.task,
                 "nodes": report.nodes,
+                "decode_nodes": report.spec.decoder.as_ref().map(|_| report.decode_nodes),
                 "initializer_bytes": report.initializer_bytes,
                 "interventions": report.spec.interventions,
             })
@@ -60,7 +73,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
         println!("  {:<24} {:>8.1} MB", f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), size as f64 / 1e6);
     }
-    println!("graph        {} nodes, opset {}, inputs input_ids + attention_mask [batch, sequence], output logits", report.nodes, report.spec.opset);
+    match &report.spec.decoder {
+        None => println!("graph        {} nodes, opset {}, inputs input_ids + attention_mask [batch, sequence], output logits", report.nodes, report.spec.opset),
+        Some(d) => {
+            println!(
+                "graphs       prefill {} nodes, decode step {} nodes, opset {}; {} layers, KV cache {} x [batch, {}, positions, {}]",
+                report.nodes, report.decode_nodes, report.spec.opset, d.num_layers, d.num_layers * 2, d.num_kv_heads, d.head_dim
+            );
+            println!("generate     reft generate --runtime ort --pipeline {} \"PROMPT\"", report.dir.display());
+        }
+    }
     for i in &report.spec.interventions {
         println!("  {:<28} {:<8} {} ({}) as {}", i.name, i.kind, i.hook, i.positions, i.exported_as);
     }

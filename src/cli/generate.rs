@@ -50,6 +50,13 @@ pub struct GenerateArgs {
     /// With --chat: the system message (default: the template's own).
     #[arg(long, requires = "chat")]
     system: Option<String>,
+    // ---- ONNX Runtime: src/cli/generate_ort.rs ----
+    /// The engine: `candle` (the model itself) or `ort` (an exported pipeline, --pipeline).
+    #[arg(long, value_enum, default_value_t = super::generate_ort::Runtime::Candle)]
+    runtime: super::generate_ort::Runtime,
+    /// With --runtime ort: the pipeline folder `reft export` wrote for a decoder.
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -139,7 +146,7 @@ impl Session {
     }
 }
 
-fn report(gen: &Generation) {
+pub(super) fn report(gen: &Generation) {
     let why = match gen.stop {
         StopReason::StopToken(_) => "end of sequence",
         StopReason::MaxNewTokens => "--max-new-tokens reached",
@@ -165,6 +172,20 @@ pub fn generate_cmd(args: GenerateArgs) -> anyhow::Result<()> {
         Some(p) => p,
         None => std::io::read_to_string(std::io::stdin()).context("reading the prompt from stdin")?,
     };
+    // ---- ONNX Runtime: src/cli/generate_ort.rs ----
+    if args.runtime == super::generate_ort::Runtime::Ort || args.pipeline.is_some() {
+        let m = &args.model;
+        return super::generate_ort::run(super::generate_ort::Request {
+            runtime: args.runtime,
+            pipeline: args.pipeline,
+            model_given: m.model.is_some() || m.adapter.is_some(),
+            prompt,
+            chat: args.chat,
+            system: args.system,
+            max_new_tokens: m.max_new_tokens,
+            sampling: Sampling::new(m.temperature, m.top_p, m.seed)?,
+        });
+    }
     let session = Session::open(&args.model)?;
     let text = if args.chat {
         let (t, mut msgs) = template(&session, args.system.as_deref())?;

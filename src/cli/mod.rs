@@ -6,6 +6,7 @@ mod eval;
 mod export;
 mod format;
 mod generate;
+mod generate_ort;
 mod infer;
 mod merge;
 mod plot;

@@ -1,4 +1,4 @@
-//! Helpers both bench binaries use (included with `#[path]`, so it is no target of its own).
+//! Helpers the bench binaries use (included with `#[path]`, so it is no target of its own).
 #![allow(dead_code)]
 
 use reft_core::model;
@@ -40,4 +40,16 @@ pub fn fixed_batch(batch: usize, len: usize) -> Vec<Vec<u32>> {
             ids
         })
         .collect()
+}
+
+/// Proportional set size of this process now (/proc/self/smaps_rollup), in MB: pages shared
+/// with other mappings count by share, so a file mapped twice counts once.
+pub fn pss_mb() -> f64 {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    rollup
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }

@@ -191,6 +191,26 @@ impl Graph {
         });
     }
 
+    /// Make the value `value` available as the graph output `output` (a reserved name): the
+    /// node that computes it is renamed to write `output` directly, because an `Identity`
+    /// into a graph output is a real copy in ONNX Runtime (a KV cache's worth per layer and
+    /// step). A value that no node computes (an input, an initializer, or one already
+    /// renamed) gets the `Identity` instead.
+    pub fn output(&mut self, value: &str, output: &str) {
+        let produced = self.nodes.iter().any(|n| n.output.iter().any(|o| o == value));
+        if !produced || !self.names.contains(output) {
+            self.node_into("Identity", &[value], output, vec![]);
+            return;
+        }
+        for n in &mut self.nodes {
+            for name in n.output.iter_mut().chain(n.input.iter_mut()) {
+                if name == value {
+                    *name = output.to_string();
+                }
+            }
+        }
+    }
+
     pub fn add(&mut self, a: &str, b: &str) -> String {
         self.node("Add", &[a, b], vec![])
     }

@@ -4,7 +4,10 @@
 //! - [`proto`]: the ONNX protobuf messages (prost, from the vendored official `onnx.proto`).
 //! - [`graph`]: the [`Graph`] builder plugins and backbones write nodes through.
 //! - [`bert`]: the BERT-family encoder's nodes.
-//! - [`pipeline`]: the artifact folder and `pipeline.yaml`.
+//! - [`llama`]: the llama decoder's nodes (hidden states, or prefill/decode-step graphs).
+//! - [`decoder`]: the two graphs of a causal-LM pipeline and their inputs and outputs.
+//! - [`pipeline`]: the artifact folder and `pipeline.yaml`; [`lm_pipeline`] its causal-LM
+//!   form, whose two graphs share one weight file ([`shared_data`]).
 //!
 //! Interventions become graph nodes the way [`crate::attach`] applies them in candle: at a
 //! representation hook `h' = h + m ⊙ Δ(h)` with the position mask `m` computed inside the
@@ -13,12 +16,21 @@
 //! module's output.
 
 pub mod bert;
+pub mod decoder;
 pub mod graph;
+pub mod llama;
+pub mod lm_pipeline;
 pub mod pipeline;
 pub mod proto;
 pub mod quantize;
+pub mod shared_data;
 
+#[cfg(test)]
+mod llama_tests;
+
+pub use decoder::{DecoderExport, DecoderGeometry, POSITION_IDS};
 pub use graph::{Attr, Graph};
+pub use lm_pipeline::{export_base_model, export_causal_lm, CausalExportInput};
 pub use pipeline::{export_adapter, export_pipeline, ExportInput, ExportOptions, ExportReport, PipelineSpec, Source};
 
 use crate::attach::Interventions;

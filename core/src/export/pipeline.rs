@@ -1,6 +1,7 @@
 //! The deployment pipeline folder: `model.onnx` (plus `model.onnx.data` past 2 GB),
 //! `tokenizer.json` and `pipeline.yaml`, which says how to feed and read the graph.
 
+use super::lm_pipeline::{export_causal_lm, CausalExportInput};
 use super::{classifier_graph, model_proto, write_model, ExportedIntervention, ATTENTION_MASK, INPUT_IDS, LOGITS};
 use crate::adapter::Loaded;
 use crate::attach::Interventions;
@@ -11,10 +12,21 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "reft-pipeline";
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format this reft reads. Classification pipelines are still written as v1
+/// (any reft reads them); causal-LM pipelines (`decoder:` section) are v2, which an older
+/// reft refuses by version rather than with an unknown-field error.
+pub const FORMAT_VERSION: u32 = 2;
+pub const CLASSIFICATION_FORMAT_VERSION: u32 = 1;
+pub const CAUSAL_LM_FORMAT_VERSION: u32 = 2;
 pub const PIPELINE_FILE: &str = "pipeline.yaml";
 pub const MODEL_FILE: &str = "model.onnx";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// A causal-LM pipeline's graphs and the weights they share.
+pub const PREFILL_FILE: &str = "prefill.onnx";
+pub const DECODE_FILE: &str = "decode.onnx";
+pub const WEIGHTS_FILE: &str = "weights.onnx.data";
+pub const TASK_CLASSIFICATION: &str = "classification";
+pub const TASK_CAUSAL_LM: &str = "causal_lm";
 
 /// ONNX Runtime session options, as `pipeline.yaml` records them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,6 +108,44 @@ pub struct PipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantize: Option<String>,
     pub source: Source,
+    /// `task: causal_lm` only: the decode-step graph, the cache layout and the generation
+    /// settings (`model`, `inputs` and `outputs` above then describe the prefill graph).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<DecoderSpec>,
+}
+
+/// The `decoder:` section of a causal-LM pipeline (docs/export.md, "Decoders").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DecoderSpec {
+    /// The decode-step graph, relative to the folder.
+    pub decode_model: String,
+    /// The external data file both graphs read their weights from.
+    pub weights: String,
+    pub decode_inputs: Vec<Port>,
+    pub decode_outputs: Vec<Port>,
+    pub num_layers: usize,
+    pub hidden_size: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    /// Prompt + generated tokens at most (the RoPE tables in the graphs end there).
+    pub max_positions: usize,
+    /// Generation stops at any of these.
+    pub eos_token_ids: Vec<u32>,
+    /// Whether the LM head is the embedding matrix (stored once).
+    pub tied_embeddings: bool,
+    /// Cache tensor names, `{i}` the layer: `[batch, num_kv_heads, positions, head_dim]`
+    /// float32, keys after RoPE; a step's `present` is the next step's `past`.
+    pub past_key: String,
+    pub past_value: String,
+    pub present_key: String,
+    pub present_value: String,
+    /// The model's Jinja chat template, as the model file has it (`reft generate --chat`
+    /// reads its ChatML parameters, as with the candle model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<String>,
 }
 
 impl PipelineSpec {
@@ -112,7 +162,39 @@ impl PipelineSpec {
             )));
         }
         spec.ort.validate().map_err(|m| Error::model(&path, m))?;
+        match (spec.task.as_str(), &spec.decoder) {
+            (TASK_CLASSIFICATION, None) => {}
+            (TASK_CAUSAL_LM, Some(d)) => d.validate().map_err(|m| Error::model(&path, format!("decoder: {m}")))?,
+            (TASK_CAUSAL_LM, None) => return Err(Error::model(&path, "task causal_lm without a `decoder:` section")),
+            (TASK_CLASSIFICATION, Some(_)) => return Err(Error::model(&path, "a classification pipeline with a `decoder:` section")),
+            (other, _) => return Err(Error::model(&path, format!("task `{other}` is not one this reft runs ({TASK_CLASSIFICATION}, {TASK_CAUSAL_LM})"))),
+        }
         Ok(spec)
+    }
+}
+
+impl DecoderSpec {
+    /// Sizes in range and cache names that name a layer, so a hand-edited or corrupt file
+    /// fails here, by key, rather than inside ONNX Runtime.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        crate::model::check_sizes(&[
+            ("num_layers", self.num_layers),
+            ("hidden_size", self.hidden_size),
+            ("num_heads", self.num_heads),
+            ("num_kv_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+            ("max_positions", self.max_positions),
+        ])?;
+        for (key, pattern) in [("past_key", &self.past_key), ("past_value", &self.past_value), ("present_key", &self.present_key), ("present_value", &self.present_value)] {
+            if !pattern.contains("{i}") {
+                return Err(format!("{key} `{pattern}` has no `{{i}}` for the layer number"));
+            }
+        }
+        if let Some(id) = self.eos_token_ids.iter().find(|&&i| i as usize >= self.vocab_size) {
+            return Err(format!("eos token id {id} is outside the vocabulary of {}", self.vocab_size));
+        }
+        Ok(())
     }
 }
 
@@ -152,7 +234,10 @@ impl Default for ExportOptions {
 pub struct ExportReport {
     pub dir: PathBuf,
     pub files: Vec<PathBuf>,
+    /// Nodes of the graph (the prefill graph of a causal-LM pipeline).
     pub nodes: usize,
+    /// Nodes of a causal-LM pipeline's decode-step graph (0 for classification).
+    pub decode_nodes: usize,
     pub initializer_bytes: usize,
     pub spec: PipelineSpec,
 }
@@ -171,8 +256,31 @@ pub struct ExportInput<'a> {
 }
 
 /// Export a loaded adapter (backbone + interventions + head) to a pipeline folder `out`.
+///
+/// An adapter with a classification head gives a classification pipeline (whatever the
+/// backbone); one without a head on a decoder gives a causal-LM pipeline
+/// ([`export_causal_lm`]) with the interventions in its prefill graph.
 pub fn export_adapter(loaded: &Loaded, out: &Path, opts: &ExportOptions) -> Result<ExportReport> {
-    let head = loaded.head.as_ref().ok_or_else(|| Error::Other(format!("{}: the adapter has no classification head to export", loaded.dir.display())))?;
+    let Some(head) = loaded.head.as_ref() else {
+        let Some(lm) = loaded.backbone.as_causal_lm() else {
+            return Err(Error::Other(format!(
+                "{}: the adapter has no classification head, and its base (`{}`) is not a decoder that could generate text: nothing to export",
+                loaded.dir.display(),
+                loaded.backbone.arch()
+            )));
+        };
+        let input = CausalExportInput {
+            lm,
+            interventions: &loaded.interventions,
+            model_path: &loaded.model_dir,
+            source: Source {
+                adapter: loaded.dir.display().to_string(),
+                base_model: loaded.model_dir.display().to_string(),
+                base_model_fingerprint: loaded.manifest.base_model.fingerprint.clone(),
+            },
+        };
+        return export_causal_lm(&input, out, opts);
+    };
     let input = ExportInput {
         backbone: loaded.backbone.as_ref(),
         interventions: &loaded.interventions,
@@ -236,9 +344,9 @@ pub fn export_pipeline(input: &ExportInput, out: &Path, opts: &ExportOptions) ->
     let port = |name: &str, dtype: &str, shape: &[&str]| Port { name: name.into(), dtype: dtype.into(), shape: shape.iter().map(|s| s.to_string()).collect() };
     let spec = PipelineSpec {
         format: FORMAT.into(),
-        format_version: FORMAT_VERSION,
+        format_version: CLASSIFICATION_FORMAT_VERSION,
         reft_version: env!("CARGO_PKG_VERSION").into(),
-        task: "classification".into(),
+        task: TASK_CLASSIFICATION.into(),
         model: MODEL_FILE.into(),
         tokenizer: TOKENIZER_FILE.into(),
         labels,
@@ -251,9 +359,10 @@ pub fn export_pipeline(input: &ExportInput, out: &Path, opts: &ExportOptions) ->
         interventions,
         quantize: int8.then(|| "int8".to_string()),
         source: input.source.clone(),
+        decoder: None,
     };
     let yaml = serde_yaml::to_string(&spec).map_err(|e| Error::Other(format!("cannot write pipeline.yaml: {e}")))?;
     crate::io::write_atomic(&out.join(PIPELINE_FILE), yaml.as_bytes())?;
     files.push(out.join(PIPELINE_FILE));
-    Ok(ExportReport { dir: out.to_path_buf(), files, nodes, initializer_bytes: init_bytes, spec })
+    Ok(ExportReport { dir: out.to_path_buf(), files, nodes, decode_nodes: 0, initializer_bytes: init_bytes, spec })
 }

@@ -21,4 +21,8 @@ pub trait CausalLm: Send + Sync {
     /// and return their final hidden states `[b, s, hidden]`. `hooks` apply to these tokens
     /// only; with an empty cache this is [`super::Backbone::forward`].
     fn forward_cached(&self, batch: &Batch, cache: &mut KvCache, hooks: &dyn Hooks) -> Result<Tensor>;
+    /// The ONNX export of this decoder (prefill and decode-step graphs), if it has one.
+    fn onnx_decoder(&self) -> Option<&dyn crate::export::DecoderExport> {
+        None
+    }
 }

@@ -2,7 +2,7 @@
 //! library is opened at run time, so the build needs no ONNX Runtime and no network).
 
 use crate::error::{Error, Result};
-use crate::export::pipeline::{OrtOptions, PipelineSpec};
+use crate::export::pipeline::{OrtOptions, PipelineSpec, TASK_CLASSIFICATION};
 use crate::export::{ATTENTION_MASK, INPUT_IDS, LOGITS};
 use crate::model::tokenizer::TextTokenizer;
 use ::ort::environment::Environment;
@@ -48,8 +48,35 @@ pub fn environment() -> Result<&'static Environment> {
     env.as_ref().map_err(|m| Error::Other(m.clone()))
 }
 
-fn ort_err(context: &str) -> impl Fn(::ort::Error) -> Error + '_ {
+pub(crate) fn ort_err(context: &str) -> impl Fn(::ort::Error) -> Error + '_ {
     move |e| Error::Other(format!("ONNX Runtime: {context}: {e}"))
+}
+
+/// An ONNX Runtime session for the graph at `model` with the session options `opts`;
+/// `prepacking` lets kernels keep their own re-laid-out copy of constant weights.
+pub fn session_from_file(model: &Path, opts: &OrtOptions, prepacking: bool) -> Result<Session> {
+    let env = environment()?;
+    let level = match opts.graph_optimization_level.as_str() {
+        "disable" => GraphOptimizationLevel::Disable,
+        "basic" => GraphOptimizationLevel::Level1,
+        "extended" => GraphOptimizationLevel::Level2,
+        _ => GraphOptimizationLevel::All,
+    };
+    let recover = |e: ::ort::Error<::ort::session::builder::SessionBuilder>| Error::Other(format!("ONNX Runtime session options: {e}"));
+    let mut b = Session::builder(env).map_err(ort_err("session builder"))?.with_optimization_level(level).map_err(recover)?;
+    if opts.intra_op_threads > 0 {
+        b = b.with_intra_threads(opts.intra_op_threads).map_err(recover)?;
+    }
+    if !opts.intra_op_spinning {
+        b = b.with_intra_op_spinning(false).map_err(recover)?;
+    }
+    if opts.inter_op_threads > 0 {
+        b = b.with_inter_threads(opts.inter_op_threads).map_err(recover)?;
+    }
+    if !prepacking {
+        b = b.with_prepacking(false).map_err(recover)?;
+    }
+    b.commit_from_file(model).map_err(|e| Error::model(model, format!("ONNX Runtime cannot load it: {e}")))
 }
 
 /// A loaded pipeline: its spec, tokenizer and ONNX Runtime session.
@@ -71,26 +98,15 @@ impl OrtPipeline {
         if !model.is_file() {
             return Err(Error::model(&model, "the pipeline's graph file is missing"));
         }
+        if spec.task != TASK_CLASSIFICATION {
+            return Err(Error::model(dir, format!(
+                "this is a `{}` pipeline, not a classifier: generate text from it with `reft generate --runtime ort --pipeline {}`",
+                spec.task,
+                dir.display()
+            )));
+        }
         let tokenizer = TextTokenizer::load(&dir.join(&spec.tokenizer))?;
-        let env = environment()?;
-        let level = match opts.graph_optimization_level.as_str() {
-            "disable" => GraphOptimizationLevel::Disable,
-            "basic" => GraphOptimizationLevel::Level1,
-            "extended" => GraphOptimizationLevel::Level2,
-            _ => GraphOptimizationLevel::All,
-        };
-        let recover = |e: ::ort::Error<::ort::session::builder::SessionBuilder>| Error::Other(format!("ONNX Runtime session options: {e}"));
-        let mut b = Session::builder(env).map_err(ort_err("session builder"))?.with_optimization_level(level).map_err(recover)?;
-        if opts.intra_op_threads > 0 {
-            b = b.with_intra_threads(opts.intra_op_threads).map_err(recover)?;
-        }
-        if !opts.intra_op_spinning {
-            b = b.with_intra_op_spinning(false).map_err(recover)?;
-        }
-        if opts.inter_op_threads > 0 {
-            b = b.with_inter_threads(opts.inter_op_threads).map_err(recover)?;
-        }
-        let session = b.commit_from_file(&model).map_err(|e| Error::model(&model, format!("ONNX Runtime cannot load it: {e}")))?;
+        let session = session_from_file(&model, &opts, true)?;
         for name in [INPUT_IDS, ATTENTION_MASK] {
             if !session.inputs().iter().any(|i| i.name() == name) {
                 return Err(Error::model(&model, format!("the graph has no input `{name}`")));

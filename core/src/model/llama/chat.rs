@@ -51,8 +51,14 @@ impl ChatTemplate {
     /// The chat template of the model at `path` (a `.gguf` file or a folder): GGUF's
     /// `tokenizer.chat_template`, or `chat_template` in a folder's tokenizer_config.json.
     pub fn for_model(path: &std::path::Path) -> Result<Self> {
+        Self::from_jinja(Self::source_for_model(path)?.as_deref())
+    }
+
+    /// The Jinja text of the model's chat template, if it has one (ONNX export copies it
+    /// into the pipeline so the runtime renders prompts exactly as here).
+    pub fn source_for_model(path: &std::path::Path) -> Result<Option<String>> {
         use crate::model::{locate, ModelFiles};
-        let template = match locate(path)? {
+        Ok(match locate(path)? {
             ModelFiles::Gguf(file) => super::GgufFile::open(&file)?.opt_string("tokenizer.chat_template")?,
             ModelFiles::LlamaHf(dir) | ModelFiles::Bert(dir) => {
                 let p = dir.join("tokenizer_config.json");
@@ -65,8 +71,7 @@ impl ChatTemplate {
                     Err(_) => None,
                 }
             }
-        };
-        Self::from_jinja(template.as_deref())
+        })
     }
 
     /// The prompt text for `messages`; with `add_generation_prompt`, it ends with the

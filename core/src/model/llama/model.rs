@@ -87,6 +87,17 @@ impl Llama {
         Ok(Tensor::from_vec(v, (rows.len(), 1, s, t), &self.device)?.to_dtype(dtype)?)
     }
 
+    /// The frozen weights (for ONNX export, which writes them as initializers).
+    pub(crate) fn weights(&self) -> &LlamaWeights {
+        &self.weights
+    }
+
+    /// RoPE `cos`/`sin` tables `[len, head_dim]` (f32) for positions `0..len`, exactly the
+    /// values the forward pass uses (ONNX export stores them and gathers rows by position).
+    pub(crate) fn rope_tables(&self, len: usize) -> Result<(Tensor, Tensor)> {
+        Ok(self.rope.tables(0, len, DType::F32, &Device::Cpu)?)
+    }
+
     fn check_length(&self, end: usize) -> Result<()> {
         if end > self.config.max_position_embeddings {
             return Err(Error::Other(format!(
@@ -168,6 +179,10 @@ impl Backbone for Llama {
     fn as_causal_lm(&self) -> Option<&dyn CausalLm> {
         Some(self)
     }
+
+    fn to_onnx(&self, g: &mut crate::export::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::export::ExportHooks) -> Result<String> {
+        crate::export::llama::emit_hidden(self, g, ids, mask, hooks)
+    }
 }
 
 impl CausalLm for Llama {
@@ -188,6 +203,10 @@ impl CausalLm for Llama {
 
     fn new_cache(&self) -> KvCache {
         KvCache::new(self.weights.layers.len())
+    }
+
+    fn onnx_decoder(&self) -> Option<&dyn crate::export::DecoderExport> {
+        Some(self)
     }
 
     fn forward_cached(&self, batch: &Batch, cache: &mut KvCache, hooks: &dyn Hooks) -> Result<Tensor> {

@@ -68,7 +68,7 @@ fn hf_tensors(c: &LlamaConfig, dtype: DType, tied: bool) -> HashMap<String, Tens
     m
 }
 
-fn tiny_model(dtype: DType, tied: bool) -> Llama {
+pub(crate) fn tiny_model(dtype: DType, tied: bool) -> Llama {
     let c = tiny_config();
     let t = hf_tensors(&c, dtype, tied);
     let g = |n: &str| t[n].clone();
