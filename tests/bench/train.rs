@@ -121,8 +121,8 @@ fn bench_run(recipe: &str, epochs: usize) {
     println!(
         "run {recipe} ({epochs} epoch(s)): {wall:.1} s wall, {:.1} s/epoch training, dev {:.2}%, test {:.2}%, peak RSS {:.0} MB",
         summary.seconds_per_epoch,
-        100.0 * summary.dev.accuracy,
-        100.0 * summary.test.map_or(f64::NAN, |t| t.accuracy),
+        100.0 * summary.dev.classification().map_or(f64::NAN, |d| d.accuracy),
+        100.0 * summary.test.as_ref().and_then(|t| t.classification()).map_or(f64::NAN, |t| t.accuracy),
         peak_rss_mb()
     );
 }

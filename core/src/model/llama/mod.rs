@@ -25,4 +25,4 @@ pub use gguf::GgufFile;
 pub use model::Llama;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
