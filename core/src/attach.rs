@@ -57,8 +57,30 @@ impl Interventions {
     }
 
     /// Hooks for one forward pass over `batch`. `rng` drives dropout in training mode.
+    /// Positions (`f1`, `l1`, …) count over the batch's real tokens.
     pub fn hooks<'a>(&'a self, batch: &Batch, train: bool, dtype: DType, rng: &'a RefCell<SeededRng>) -> Result<BatchHooks<'a>> {
+        self.hooks_within(batch, &batch.attention_rows, train, dtype, rng)
+    }
+
+    /// [`Self::hooks`] with positions counted over the tokens `scope` marks (1) instead of
+    /// every real token: a causal-LM batch holds prompt and response, and its interventions
+    /// edit the prompt alone, so `l1` is the prompt's last token, as at generation time.
+    pub fn hooks_within<'a>(
+        &'a self,
+        batch: &Batch,
+        scope: &[Vec<u32>],
+        train: bool,
+        dtype: DType,
+        rng: &'a RefCell<SeededRng>,
+    ) -> Result<BatchHooks<'a>> {
         let (b, s) = batch.dims();
+        if scope.len() != b || scope.iter().any(|r| r.len() != s) {
+            return Err(Error::Shape {
+                context: "position scope of a batch".into(),
+                expected: format!("{b} rows of {s}"),
+                got: vec![scope.len(), scope.first().map_or(0, |r| r.len())],
+            });
+        }
         let device = batch.input_ids.device();
         let mut masks: HashMap<String, Tensor> = HashMap::new();
         let mut by_site: HashMap<Site, Vec<(usize, String)>> = HashMap::new();
@@ -67,7 +89,7 @@ impl Interventions {
             if !masks.contains_key(&key) {
                 let m = a
                     .positions
-                    .mask(&batch.attention_rows, device)?
+                    .mask(scope, device)?
                     .to_dtype(dtype)?
                     .reshape((b, s, 1))?;
                 masks.insert(key.clone(), m);

@@ -22,6 +22,12 @@ pub struct EvalArgs {
     /// Column (or JSON field) holding the label.
     #[arg(long, default_value = "label")]
     label_column: String,
+    /// Causal-LM adapters: the column (or JSON field) holding the prompt.
+    #[arg(long, default_value = "instruction")]
+    prompt_column: String,
+    /// Causal-LM adapters: the column (or JSON field) holding the response.
+    #[arg(long, default_value = "response")]
+    response_column: String,
     /// Use this base model folder instead of the one recorded in the adapter.
     #[arg(long)]
     model: Option<PathBuf>,
@@ -49,6 +55,9 @@ pub struct PredictArgs {
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let loaded = adapter::load(&args.adapter, args.model.as_deref(), &candle_core::Device::Cpu)?;
+    if loaded.manifest.task.is_some() {
+        return eval_causal_lm(&args, &loaded);
+    }
     let head = loaded.manifest.head.clone().context("the adapter has no classification head")?;
     let tok = model::load_tokenizer(&loaded.model_dir)?;
     let format = Format::of(&args.data, None)?;
@@ -65,6 +74,37 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         println!("accuracy   {:.2}%", 100.0 * m.accuracy);
         println!("macro-F1   {:.2}%", 100.0 * m.macro_f1);
         println!("loss       {:.4}", m.loss);
+    }
+    Ok(())
+}
+
+/// A causal-LM adapter: response loss and perplexity on instruction/response pairs, the
+/// prompts formed as in training.
+fn eval_causal_lm(args: &EvalArgs, loaded: &adapter::Loaded) -> anyhow::Result<()> {
+    use reft_core::task::{causal_lm, TaskModel};
+    let task = loaded.manifest.task.as_ref().context("not a causal-LM adapter")?;
+    let device = candle_core::Device::Cpu;
+    let tok = model::load_tokenizer(&loaded.model_dir)?;
+    let lm = loaded.backbone.as_causal_lm().context("the adapter's base model is not a causal LM")?;
+    let eos = *lm.stop_tokens().first().context("the model names no end-of-sequence token")?;
+    let format = causal_lm::PromptFormat::new(task.chat_template, task.system.clone(), &loaded.model_dir)?;
+    let pairs = reft_core::data::read_pairs(&args.data, Format::of(&args.data, None)?, &args.prompt_column, &args.response_column)?;
+    // The trainer's default when the recipe sets none.
+    let max_length = loaded.manifest.max_length.unwrap_or(64);
+    let (set, truncated) = causal_lm::encode_pairs(&args.data, &pairs, &tok, &format, eos, max_length)?;
+    if truncated > 0 {
+        eprintln!("note: {truncated} responses cut to the adapter's max_length {max_length}");
+    }
+    let model = causal_lm::CausalLmModel::new(loaded.backbone.as_ref(), &loaded.interventions, candle_core::DType::F32, &device)?;
+    let metrics = model.metrics(&set, args.batch_size.min(16), tok.pad_id(), None)?;
+    let m = metrics.causal_lm().context("causal-LM metrics")?;
+    if args.json {
+        println!("{}", serde_json::json!({ "data": args.data, "adapter": args.adapter, "metrics": m }));
+    } else {
+        println!("examples     {}", m.examples);
+        println!("tokens       {}", m.tokens);
+        println!("loss         {:.4}", m.loss);
+        println!("perplexity   {:.3}", m.perplexity);
     }
     Ok(())
 }

@@ -9,9 +9,12 @@ use reft_core::model::llama::{ChatMessage, ChatTemplate};
 use reft_core::model::tokenizer::TextTokenizer;
 use reft_core::model::{self, Backbone, CausalLm, NoHooks};
 use reft_core::rng::SeededRng;
+use reft_core::task::causal_lm::PromptFormat;
 use std::cell::RefCell;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+
+mod prompts;
 
 /// What both commands share: the model, and how to sample.
 #[derive(clap::Args)]
@@ -47,7 +50,7 @@ pub struct GenerateArgs {
     /// Wrap the prompt as a user turn of the model's chat template.
     #[arg(long)]
     chat: bool,
-    /// With --chat: the system message (default: the template's own).
+    /// With --chat: the system message (default: the adapter's, else the template's own).
     #[arg(long, requires = "chat")]
     system: Option<String>,
     // ---- ONNX Runtime: src/cli/generate_ort.rs ----
@@ -57,6 +60,18 @@ pub struct GenerateArgs {
     /// With --runtime ort: the pipeline folder `reft export` wrote for a decoder.
     #[arg(long)]
     pipeline: Option<PathBuf>,
+    // --- causal-LM adapters: many prompts, machine-readable output (see prompts.rs) ---
+    /// Generate for every prompt of this file instead of PROMPT: a .jsonl file (the prompt
+    /// is the field --field) or text, one prompt per line.
+    #[arg(long, conflicts_with = "prompt")]
+    prompts: Option<PathBuf>,
+    /// With --prompts FILE.jsonl: the field holding the prompt.
+    #[arg(long, default_value = "instruction", requires = "prompts")]
+    field: String,
+    /// Print one JSON object per prompt (prompt, output, token ids, stop reason) instead
+    /// of streaming the text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -75,17 +90,21 @@ struct Session {
     tokenizer: TextTokenizer,
     model_path: PathBuf,
     options: GenerateOptions,
+    /// How the adapter's prompts were formed in training (causal-LM adapters only).
+    trained_format: Option<PromptFormat>,
 }
 
 impl Session {
     fn open(args: &ModelArgs) -> anyhow::Result<Session> {
         let device = candle_core::Device::Cpu;
+        let mut trained_format = None;
         let (backbone, interventions, model_path) = match &args.adapter {
             Some(dir) => {
                 let loaded = adapter::load(dir, args.model.as_deref(), &device)?;
                 if loaded.head.is_some() {
                     eprintln!("note: the adapter's classification head is not used for generation");
                 }
+                trained_format = prompts::trained_format(&loaded)?;
                 (loaded.backbone, Some(loaded.interventions), loaded.model_dir)
             }
             None => {
@@ -105,7 +124,7 @@ impl Session {
             sampling: Sampling::new(args.temperature, args.top_p, args.seed)?,
             extra_stop_tokens: vec![],
         };
-        Ok(Session { backbone, interventions, tokenizer, model_path, options })
+        Ok(Session { backbone, interventions, tokenizer, model_path, options, trained_format })
     }
 
     fn lm(&self) -> &dyn CausalLm {
@@ -114,6 +133,11 @@ impl Session {
 
     /// Generate from `prompt`, streaming the text to stdout; returns the text and the run.
     fn run(&self, prompt: &str) -> anyhow::Result<(String, Generation)> {
+        self.run_to(prompt, true)
+    }
+
+    /// [`Self::run`], streaming to stdout only when `stream_out`.
+    fn run_to(&self, prompt: &str, stream_out: bool) -> anyhow::Result<(String, Generation)> {
         let ids = self.tokenizer.encode(prompt, None)?;
         if ids.is_empty() {
             bail!("the prompt is empty");
@@ -124,7 +148,7 @@ impl Session {
         let mut stream = TextStream::new(&self.tokenizer);
         let mut out = std::io::stdout().lock();
         let mut on_token = |t: u32| -> reft_core::Result<()> {
-            if let Some(piece) = stream.push(t)? {
+            if let Some(piece) = stream.push(t)?.filter(|_| stream_out) {
                 // A closed stdout (`| head`) ends the run quietly rather than in a panic.
                 out.write_all(piece.as_bytes()).and_then(|_| out.flush()).map_err(|e| reft_core::Error::Other(format!("stdout: {e}")))?;
             }
@@ -137,11 +161,13 @@ impl Session {
             }
             None => generate(self.lm(), &batch, &NoHooks, &self.options, &mut on_token)?,
         };
-        if let Some(rest) = stream.finish()? {
+        if let Some(rest) = stream.finish()?.filter(|_| stream_out) {
             out.write_all(rest.as_bytes())?;
         }
-        writeln!(out)?;
-        out.flush()?;
+        if stream_out {
+            writeln!(out)?;
+            out.flush()?;
+        }
         Ok((stream.text()?, gen))
     }
 }
@@ -163,11 +189,23 @@ pub(super) fn report(gen: &Generation) {
 
 fn template(session: &Session, system: Option<&str>) -> anyhow::Result<(ChatTemplate, Vec<ChatMessage>)> {
     let t = ChatTemplate::for_model(&session.model_path)?;
+    // Without --system, the system message the adapter was trained with (if any).
+    let system = system.or(match &session.trained_format {
+        Some(PromptFormat::Chat { system, .. }) => system.as_deref(),
+        _ => None,
+    });
     let start = system.map(|s| vec![ChatMessage::new("system", s)]).unwrap_or_default();
     Ok((t, start))
 }
 
 pub fn generate_cmd(args: GenerateArgs) -> anyhow::Result<()> {
+    if (args.prompts.is_some() || args.json) && (args.runtime == super::generate_ort::Runtime::Ort || args.pipeline.is_some()) {
+        bail!("--prompts and --json run on candle only for now; drop --runtime ort/--pipeline, or give one prompt");
+    }
+    if args.prompts.is_some() || args.json {
+        let session = Session::open(&args.model)?;
+        return prompts::generate_many(&session, &args);
+    }
     let prompt = match args.prompt {
         Some(p) => p,
         None => std::io::read_to_string(std::io::stdin()).context("reading the prompt from stdin")?,
@@ -187,7 +225,9 @@ pub fn generate_cmd(args: GenerateArgs) -> anyhow::Result<()> {
         });
     }
     let session = Session::open(&args.model)?;
-    let text = if args.chat {
+    // An adapter trained on chat-template prompts gets its prompt the same way.
+    let chat = args.chat || matches!(session.trained_format, Some(PromptFormat::Chat { .. }));
+    let text = if chat {
         let (t, mut msgs) = template(&session, args.system.as_deref())?;
         msgs.push(ChatMessage::new("user", &prompt));
         t.render(&msgs, true)

@@ -50,7 +50,7 @@ enum Command {
     Collect(collect::Args),
     /// Train a recipe: interventions and head on the frozen model; keeps the best adapter.
     Train(train::Args),
-    /// Evaluate an adapter on a labelled data file.
+    /// Evaluate an adapter on a data file: accuracy, or a causal LM's response loss and perplexity.
     Eval(eval::EvalArgs),
     /// Classify texts with an adapter (arguments, or one per stdin line).
     Predict(eval::PredictArgs),

@@ -135,6 +135,8 @@ fn read_log(path: &Path) -> anyhow::Result<Log> {
             "epoch" => {
                 let dev = match v.get("dev") {
                     None | Some(Value::Null) => None,
+                    // A causal-LM run's eval metrics (loss, perplexity): drawn as loss per epoch.
+                    Some(d) if d.is_object() && d.get("accuracy").is_none() && d.get("perplexity").is_some() => None,
                     Some(d) if d.is_object() => Some((num(d, "accuracy", &at)?, num(d, "macro_f1", &at)?)),
                     Some(d) => bail!("{at}: \"dev\" should be an object or null, found {}", short(d)),
                 };

@@ -2,7 +2,7 @@
 //! epoch with the dev metrics.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use reft_core::task::metrics::ClassificationMetrics;
+use reft_core::task::metrics::TaskMetrics;
 use reft_core::train::Reporter;
 
 pub struct BarReporter {
@@ -57,15 +57,24 @@ impl Reporter for BarReporter {
             b.set_message(format!("loss {s:.4}, {eps:.0} ex/s"));
         }
     }
-    fn epoch(&mut self, epoch: usize, dev: &ClassificationMetrics, best: bool) {
-        self.println(&format!(
-            "epoch {}: dev accuracy {:.2}%, macro-F1 {:.2}%, loss {:.4}{}",
-            epoch + 1,
-            100.0 * dev.accuracy,
-            100.0 * dev.macro_f1,
-            dev.loss,
-            if best { " (best so far, saved)" } else { "" }
-        ));
+    fn epoch(&mut self, epoch: usize, dev: &TaskMetrics, best: bool) {
+        let best = if best { " (best so far, saved)" } else { "" };
+        match dev {
+            TaskMetrics::Classification(dev) => self.println(&format!(
+                "epoch {}: dev accuracy {:.2}%, macro-F1 {:.2}%, loss {:.4}{best}",
+                epoch + 1,
+                100.0 * dev.accuracy,
+                100.0 * dev.macro_f1,
+                dev.loss,
+            )),
+            TaskMetrics::CausalLm(dev) => self.println(&format!(
+                "epoch {}: eval response loss {:.4}, perplexity {:.3} ({} tokens){best}",
+                epoch + 1,
+                dev.loss,
+                dev.perplexity,
+                dev.tokens,
+            )),
+        }
     }
     fn message(&mut self, line: &str) {
         self.println(line);

@@ -2,6 +2,7 @@
 
 use super::progress::BarReporter;
 use reft_core::recipe::{LoadedRecipe, Plan};
+use reft_core::task::metrics::TaskMetrics;
 use reft_core::train::{self, TrainOptions};
 use std::path::PathBuf;
 
@@ -91,9 +92,14 @@ pub fn train_and_report(args: Args) -> anyhow::Result<Trained> {
     println!("adapter      {}", summary.run_dir.display());
     println!("trainable    {}", super::format::thousands(summary.trainable_parameters));
     println!("best epoch   {}", summary.best_epoch);
-    println!("dev          accuracy {:.2}%  macro-F1 {:.2}%", 100.0 * summary.dev.accuracy, 100.0 * summary.dev.macro_f1);
+    let show = |name: &str, m: &TaskMetrics| match m {
+        TaskMetrics::Classification(m) => println!("{name:<12} accuracy {:.2}%  macro-F1 {:.2}%", 100.0 * m.accuracy, 100.0 * m.macro_f1),
+        TaskMetrics::CausalLm(m) if m.tokens == 0 => println!("{name:<12} (no data)"),
+        TaskMetrics::CausalLm(m) => println!("{name:<12} response loss {:.4}  perplexity {:.3}  ({} tokens)", m.loss, m.perplexity, m.tokens),
+    };
+    show("dev", &summary.dev);
     if let Some(t) = &summary.test {
-        println!("test         accuracy {:.2}%  macro-F1 {:.2}%", 100.0 * t.accuracy, 100.0 * t.macro_f1);
+        show("test", t);
     }
     println!("s/epoch      {:.1} (training only)", summary.seconds_per_epoch);
     Ok(trained)

@@ -1,6 +1,6 @@
 //! `adapter.yaml`: everything needed to rebuild an adapter without its recipe.
 
-use crate::recipe::Pooling;
+use crate::recipe::{Pooling, TaskKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -22,6 +22,10 @@ pub struct Manifest {
     pub plugins: Vec<String>,
     #[serde(default)]
     pub head: Option<HeadEntry>,
+    /// A task without a head of its own (causal LM): how its prompts are formed. Absent
+    /// for classification (the head says it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskEntry>,
     /// The recipe the adapter was trained from, as written.
     #[serde(default)]
     pub recipe: Option<serde_yaml::Value>,
@@ -71,4 +75,17 @@ pub struct HeadEntry {
     pub pooling: Pooling,
     #[serde(default)]
     pub labels: Option<Vec<String>>,
+}
+
+/// How a causal-LM adapter's prompts were formed, so generation forms them the same way
+/// (and its interventions edit the same prompt positions).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskEntry {
+    pub kind: TaskKind,
+    /// Prompts were rendered through the model's chat template (else used as raw text).
+    pub chat_template: bool,
+    /// The system message given to the chat template (none: the template's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
 }

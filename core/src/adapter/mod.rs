@@ -8,7 +8,7 @@ mod manifest;
 pub mod peft;
 
 pub use fingerprint::fingerprint;
-pub use manifest::{HeadEntry, InterventionEntry, Manifest, ModelEntry, FORMAT, FORMAT_VERSION};
+pub use manifest::{HeadEntry, InterventionEntry, Manifest, ModelEntry, TaskEntry, FORMAT, FORMAT_VERSION};
 
 use crate::attach::Interventions;
 use crate::error::{Error, Result};

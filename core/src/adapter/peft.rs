@@ -215,6 +215,7 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
             pooling: Pooling::Cls,
             labels: None,
         }),
+        task: None,
         recipe: None,
         max_length: None,
         tensors: Default::default(),

@@ -1,10 +1,12 @@
-//! Labelled text data: reading TSV/CSV/JSONL files by the columns a recipe names, and
-//! ordering examples into batches.
+//! Labelled text data and instruction/response pairs: reading TSV/CSV/JSONL files by the
+//! columns a recipe names, and ordering examples into batches.
 
 mod batches;
+mod pairs;
 mod read;
 
 pub use batches::{batch_order, BatchOrder};
+pub use pairs::{read_pairs, Pair};
 pub use read::{read_examples, Format};
 
 /// One labelled text.

@@ -115,7 +115,7 @@ pub fn read_examples(
 }
 
 /// Split one delimited row; CSV fields may be double-quoted with `""` escapes.
-fn split_row(line: &str, sep: char) -> Vec<String> {
+pub(super) fn split_row(line: &str, sep: char) -> Vec<String> {
     if sep == '\t' {
         return line.split('\t').map(str::to_string).collect();
     }

@@ -105,6 +105,16 @@ impl TextTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of a text that continues another (a response after its prompt): no special
+    /// tokens added (a BOS, say), no truncation.
+    pub fn encode_continuation(&self, text: &str) -> Result<Vec<u32>> {
+        let fail = |e: &dyn std::fmt::Display| Error::model(&self.path, format!("cannot tokenise {text:?}: {e}"));
+        let enc = guarded(|| self.inner.encode(text, false))
+            .map_err(|e| fail(&e))?
+            .map_err(|e| fail(&e))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// Right-pad token id lists to the longest and build a [`Batch`].
     pub fn batch_from_ids(&self, ids: &[Vec<u32>], device: &Device) -> Result<Batch> {
         batch_from_ids(ids, self.pad_id, device)

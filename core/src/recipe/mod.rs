@@ -5,6 +5,7 @@ mod locate;
 pub mod paths;
 pub mod plan;
 pub mod target;
+mod task_check;
 pub mod types;
 
 pub use locate::SourceMap;

@@ -76,6 +76,7 @@ impl Plan {
         for (i, spec) in recipe.recipe.interventions.iter().enumerate() {
             interventions.extend(plan_entry(&recipe, i, spec, &model.config)?);
         }
+        super::task_check::check(&recipe, &model, &interventions)?;
         Ok(Plan {
             recipe,
             model_dir,

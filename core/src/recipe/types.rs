@@ -91,6 +91,20 @@ pub struct TaskSpec {
     /// Names for the label ids 0..num_labels, shown by `predict`.
     #[serde(default)]
     pub labels: Option<Vec<String>>,
+    /// causal_lm: render each prompt as a user turn of the model's chat template (ChatML),
+    /// as `reft generate --chat` does (default); `false` feeds the prompt text as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<bool>,
+    /// causal_lm with the chat template: the system message (default: the template's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+}
+
+impl TaskSpec {
+    /// Whether a causal-LM recipe wraps prompts in the chat template.
+    pub fn uses_chat_template(&self) -> bool {
+        self.chat_template.unwrap_or(true)
+    }
 }
 
 fn default_num_labels() -> usize {
@@ -104,6 +118,8 @@ impl Default for TaskSpec {
             num_labels: 2,
             pooling: Pooling::Cls,
             labels: None,
+            chat_template: None,
+            system: None,
         }
     }
 }
@@ -131,8 +147,21 @@ pub struct DataSpec {
     pub text: String,
     #[serde(default = "default_label")]
     pub label: String,
+    /// causal_lm: the column / field holding the prompt (default `instruction`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// causal_lm: the column / field holding the response (default `response`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
     #[serde(default = "default_max_length")]
     pub max_length: usize,
+}
+
+impl DataSpec {
+    /// causal_lm: the prompt and response columns.
+    pub fn pair_columns(&self) -> (&str, &str) {
+        (self.prompt.as_deref().unwrap_or("instruction"), self.response.as_deref().unwrap_or("response"))
+    }
 }
 
 fn default_text() -> String {

@@ -136,3 +136,30 @@ impl ClassifierModel<'_> {
 pub fn argmax(p: &[f32]) -> usize {
     p.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
 }
+
+impl super::TaskModel for ClassifierModel<'_> {
+    fn batch_loss(
+        &self,
+        batch: &Batch,
+        set: &super::Encoded,
+        idx: &[usize],
+        prefix: Option<&crate::model::PrefixCache>,
+        rng: &std::cell::RefCell<SeededRng>,
+    ) -> Result<Tensor> {
+        let all = set.labels()?;
+        let labels: Vec<usize> = idx.iter().map(|&i| all[i]).collect();
+        let logits = self.logits(batch, prefix.map(|c| (c, idx)), true, rng)?;
+        cross_entropy(&logits, &labels)
+    }
+
+    fn metrics(
+        &self,
+        set: &super::Encoded,
+        batch_size: usize,
+        pad_id: u32,
+        prefix: Option<&crate::model::PrefixCache>,
+    ) -> Result<super::metrics::TaskMetrics> {
+        let (m, _) = self.evaluate(&set.ids, set.labels()?, batch_size, pad_id, prefix)?;
+        Ok(super::metrics::TaskMetrics::Classification(m))
+    }
+}

@@ -34,6 +34,71 @@ impl ClassificationMetrics {
     }
 }
 
+/// Causal-LM metrics over the response tokens of a data file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LmMetrics {
+    /// Mean next-token cross-entropy (nats) per response token (end-of-turn token included).
+    pub loss: f64,
+    /// `exp(loss)`.
+    pub perplexity: f64,
+    /// Response tokens scored.
+    pub tokens: usize,
+    pub examples: usize,
+}
+
+impl LmMetrics {
+    /// From the summed negative log-likelihood of `tokens` tokens. No tokens: all zero
+    /// (nothing was evaluated).
+    pub fn from_sum(nll_sum: f64, tokens: usize, examples: usize) -> Self {
+        if tokens == 0 {
+            return LmMetrics { loss: 0.0, perplexity: 0.0, tokens: 0, examples };
+        }
+        let loss = nll_sum / tokens as f64;
+        LmMetrics { loss, perplexity: loss.exp(), tokens, examples }
+    }
+}
+
+/// A task's evaluation metrics. Serialised without a tag, so a classification run's
+/// summary.json and metrics.jsonl read exactly as before.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum TaskMetrics {
+    Classification(ClassificationMetrics),
+    CausalLm(LmMetrics),
+}
+
+impl TaskMetrics {
+    /// Higher is better: what the trainer keeps the best epoch by (accuracy; minus the
+    /// response loss for a causal LM).
+    pub fn score(&self) -> f64 {
+        match self {
+            TaskMetrics::Classification(m) => m.accuracy,
+            TaskMetrics::CausalLm(m) => -m.loss,
+        }
+    }
+
+    pub fn loss(&self) -> f64 {
+        match self {
+            TaskMetrics::Classification(m) => m.loss,
+            TaskMetrics::CausalLm(m) => m.loss,
+        }
+    }
+
+    pub fn classification(&self) -> Option<&ClassificationMetrics> {
+        match self {
+            TaskMetrics::Classification(m) => Some(m),
+            TaskMetrics::CausalLm(_) => None,
+        }
+    }
+
+    pub fn causal_lm(&self) -> Option<&LmMetrics> {
+        match self {
+            TaskMetrics::CausalLm(m) => Some(m),
+            TaskMetrics::Classification(_) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +109,15 @@ mod tests {
         assert_eq!(m.accuracy, 0.75);
         // label 0: tp 2, fp 0, fn 1 -> 0.8; label 1: tp 1, fp 1, fn 0 -> 2/3.
         assert!((m.macro_f1 - (0.8 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn task_metrics_serialise_untagged() {
+        let c = ClassificationMetrics::compute(&[1], &[1], 2, 0.5);
+        assert_eq!(serde_json::to_value(TaskMetrics::Classification(c)).unwrap(), serde_json::to_value(c).unwrap());
+        let l = LmMetrics::from_sum(6.0, 3, 1);
+        assert_eq!(l.loss, 2.0);
+        assert!((l.perplexity - 2f64.exp()).abs() < 1e-12);
+        assert_eq!(TaskMetrics::CausalLm(l).score(), -2.0);
     }
 }

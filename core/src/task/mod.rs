@@ -1,4 +1,76 @@
-//! Task heads and their losses and metrics.
+//! Tasks: what the trainer optimises and measures on top of a frozen backbone with its
+//! interventions. Each task turns a batch of its examples into a loss and a data file into
+//! metrics ([`TaskModel`]); the trainer (`crate::train`) does everything else the same way
+//! for all of them: batching, the frozen-prefix cache, AdamW, schedule, checkpoints, logs.
 
+pub mod causal_lm;
 pub mod classification;
 pub mod metrics;
+
+use crate::error::{Error, Result};
+use crate::model::{Batch, PrefixCache};
+use crate::rng::SeededRng;
+use candle_core::Tensor;
+use metrics::TaskMetrics;
+use std::cell::RefCell;
+
+/// One data file, tokenised: what the trainer batches (by `ids`) and caches.
+pub struct Encoded {
+    pub ids: Vec<Vec<u32>>,
+    pub targets: Targets,
+}
+
+/// What each example is scored against.
+pub enum Targets {
+    /// Classification: a label id per example.
+    Labels(Vec<usize>),
+    /// Causal LM: how many leading tokens of each example are prompt (no loss on them; the
+    /// rest are the response and its end token).
+    PromptLengths(Vec<usize>),
+}
+
+impl Encoded {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn labels(&self) -> Result<&[usize]> {
+        match &self.targets {
+            Targets::Labels(l) => Ok(l),
+            Targets::PromptLengths(_) => Err(Error::Other("internal: classification run on causal-LM data".into())),
+        }
+    }
+
+    pub fn prompt_lengths(&self) -> Result<&[usize]> {
+        match &self.targets {
+            Targets::PromptLengths(p) => Ok(p),
+            Targets::Labels(_) => Err(Error::Other("internal: causal-LM run on classification data".into())),
+        }
+    }
+}
+
+/// A task's model: the backbone with its interventions (and head, if the task has one).
+pub trait TaskModel {
+    /// The training loss of examples `idx` of `set`, tokenised into `batch` (in that
+    /// order). With `prefix`, the frozen layers below its layer are read from the cache.
+    fn batch_loss(
+        &self,
+        batch: &Batch,
+        set: &Encoded,
+        idx: &[usize],
+        prefix: Option<&PrefixCache>,
+        rng: &RefCell<SeededRng>,
+    ) -> Result<Tensor>;
+
+    /// Metrics over all of `set` in evaluation mode, `batch_size` examples at a time.
+    fn metrics(&self, set: &Encoded, batch_size: usize, pad_id: u32, prefix: Option<&PrefixCache>) -> Result<TaskMetrics>;
+
+    /// Examples per evaluation batch when training uses `train_batch`.
+    fn eval_batch_size(&self, train_batch: usize) -> usize {
+        train_batch.max(64)
+    }
+}

@@ -20,6 +20,8 @@ pub struct Progress {
     /// The epoch in progress (0-based) and how many of its batches are done.
     pub epoch: usize,
     pub batch_in_epoch: usize,
+    /// The best epoch's score: dev accuracy, minus the dev loss for a causal LM, or minus
+    /// the mean training loss without dev data (the name is kept so old checkpoints resume).
     pub best_dev_accuracy: Option<f64>,
     pub best_epoch: Option<usize>,
     /// Dev metrics of each finished epoch.

@@ -13,15 +13,17 @@ pub mod schedule;
 pub use log::MetricsLog;
 pub use reporter::{Reporter, Silent};
 
-use crate::adapter::{self, HeadEntry, InterventionEntry, Manifest, ModelEntry};
+use crate::adapter::{self, HeadEntry, InterventionEntry, Manifest, ModelEntry, TaskEntry};
 use crate::attach::Interventions;
-use crate::data::{batch_order, read_examples, Example, Format};
+use crate::data::{batch_order, read_examples, read_pairs, Example, Format};
 use crate::error::{Error, Result};
-use crate::model::{self, tokenizer::batch_from_ids, PrefixCache};
+use crate::model::{self, tokenizer::batch_from_ids, Backbone, PrefixCache};
 use crate::recipe::{Plan, TaskKind};
 use crate::rng::SeededRng;
-use crate::task::classification::{cross_entropy, ClassifierHead, ClassifierModel};
-use crate::task::metrics::ClassificationMetrics;
+use crate::task::causal_lm::{self, CausalLmModel, PromptFormat};
+use crate::task::classification::{ClassifierHead, ClassifierModel};
+use crate::task::metrics::{ClassificationMetrics, LmMetrics, TaskMetrics};
+use crate::task::{Encoded, TaskModel, Targets};
 use adamw::{clip_factor, AdamW};
 use candle_core::DType;
 use checkpoint::Progress;
@@ -47,22 +49,25 @@ pub struct TrainOptions<'a> {
 pub struct TrainSummary {
     pub run_dir: PathBuf,
     pub best_epoch: usize,
-    pub dev: ClassificationMetrics,
-    pub test: Option<ClassificationMetrics>,
+    /// Metrics on `data.eval` with the best weights (all zero without an eval file).
+    pub dev: TaskMetrics,
+    pub test: Option<TaskMetrics>,
     pub trainable_parameters: usize,
     pub steps: usize,
     /// Mean training seconds per epoch (evaluation excluded).
     pub seconds_per_epoch: f64,
 }
 
-/// Token ids and labels of one data file.
-pub struct Encoded {
-    pub ids: Vec<Vec<u32>>,
-    pub labels: Vec<usize>,
-}
-
-/// Read and tokenise a data file named in the recipe.
-pub fn encode_file(plan: &Plan, key: &str, file: &str, tok: &model::tokenizer::TextTokenizer) -> Result<Encoded> {
+/// Read and tokenise a data file named in the recipe, the way its task reads data.
+/// `lm` is the model, needed by causal LM for its end token.
+pub fn encode_file(
+    plan: &Plan,
+    key: &str,
+    file: &str,
+    tok: &model::tokenizer::TextTokenizer,
+    lm: Option<&dyn model::CausalLm>,
+    reporter: &mut dyn Reporter,
+) -> Result<Encoded> {
     let recipe = &plan.recipe;
     let data = recipe.recipe.data.as_ref().expect("caller checked");
     let path = recipe.resolve_path(&format!("data.{key}"), file)?;
@@ -71,12 +76,33 @@ pub fn encode_file(plan: &Plan, key: &str, file: &str, tok: &model::tokenizer::T
     }
     let format = Format::of(&path, data.format)?;
     let task = &recipe.recipe.task;
-    let examples: Vec<Example> = read_examples(&path, format, &data.text, &data.label, task.num_labels, task.labels.as_deref())?;
-    let ids = examples
-        .iter()
-        .map(|e| tok.encode(&e.text, Some(data.max_length)))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Encoded { ids, labels: examples.iter().map(|e| e.label).collect() })
+    match task.kind {
+        TaskKind::Classification => {
+            let examples: Vec<Example> = read_examples(&path, format, &data.text, &data.label, task.num_labels, task.labels.as_deref())?;
+            let ids = examples
+                .iter()
+                .map(|e| tok.encode(&e.text, Some(data.max_length)))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Encoded { ids, targets: Targets::Labels(examples.iter().map(|e| e.label).collect()) })
+        }
+        TaskKind::CausalLm => {
+            let lm = lm.ok_or_else(|| recipe.error_at("task.kind", "causal_lm needs a decoder model"))?;
+            let eos = *lm.stop_tokens().first().ok_or_else(|| Error::Other("the model names no end-of-sequence token".into()))?;
+            let (prompt_col, response_col) = data.pair_columns();
+            let pairs = read_pairs(&path, format, prompt_col, response_col)?;
+            let prompts = PromptFormat::new(task.uses_chat_template(), task.system.clone(), &plan.model_dir)?;
+            let (encoded, truncated) = causal_lm::encode_pairs(&path, &pairs, tok, &prompts, eos, data.max_length)?;
+            if truncated > 0 {
+                reporter.message(&format!(
+                    "{}: {truncated} of {} responses cut to `data.max_length` {} tokens (their end token too)",
+                    path.display(),
+                    pairs.len(),
+                    data.max_length
+                ));
+            }
+            Ok(encoded)
+        }
+    }
 }
 
 /// The lowest layer any intervention touches: everything below it is frozen and fixed.
@@ -126,6 +152,11 @@ pub fn manifest_for(plan: &Plan, model_dir: &Path) -> Result<Manifest> {
             pooling: r.task.pooling,
             labels: r.task.labels.clone(),
         }),
+        task: (r.task.kind == TaskKind::CausalLm).then(|| TaskEntry {
+            kind: TaskKind::CausalLm,
+            chat_template: r.task.uses_chat_template(),
+            system: r.task.system.clone(),
+        }),
         recipe: serde_yaml::to_value(r).ok(),
         max_length: r.data.as_ref().map(|d| d.max_length),
         tensors: Default::default(),
@@ -142,9 +173,6 @@ fn step_rng(seed: u64, step: usize) -> SeededRng {
 pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     let recipe = &plan.recipe;
     let r = &recipe.recipe;
-    if r.task.kind != TaskKind::Classification {
-        return Err(recipe.error_at("task.kind", "`reft train` supports `classification` in this version"));
-    }
     let data = r.data.as_ref().ok_or_else(|| recipe.error_at_key("model", "the recipe has no `data:` section to train on"))?;
     let t = &r.train;
     if t.batch_size == 0 || t.epochs == 0 && t.max_steps.is_none() {
@@ -162,9 +190,10 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     let backbone = model::load(&plan.model_dir, dtype, &device)?;
     let tok = model::load_tokenizer(&plan.model_dir)?;
     let pad = tok.pad_id();
-    let train_set = encode_file(plan, "train", &data.train, &tok)?;
-    let dev_set = match &data.eval { Some(f) => Some(encode_file(plan, "eval", f, &tok)?), None => None };
-    let test_set = match &data.test { Some(f) => Some(encode_file(plan, "test", f, &tok)?), None => None };
+    let lm = backbone.as_causal_lm();
+    let train_set = encode_file(plan, "train", &data.train, &tok, lm, reporter)?;
+    let dev_set = match &data.eval { Some(f) => Some(encode_file(plan, "eval", f, &tok, lm, reporter)?), None => None };
+    let test_set = match &data.test { Some(f) => Some(encode_file(plan, "test", f, &tok, lm, reporter)?), None => None };
     reporter.message(&format!(
         "data: {} train, {} dev, {} test examples",
         train_set.ids.len(),
@@ -173,13 +202,17 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     ));
     let mut init = SeededRng::new(t.seed);
     let interventions = Interventions::build(plan, &device, dtype, init.next_u64())?;
-    let head = ClassifierHead::new(backbone.hidden_size(), r.task.num_labels, r.task.pooling, &mut init.fork(), dtype, &device)?;
-    let params = adapter::named_tensors(&interventions, Some(&head))
+    // Only classification has a head of its own; a causal LM reuses its frozen LM head.
+    let head = match r.task.kind {
+        TaskKind::Classification => Some(ClassifierHead::new(backbone.hidden_size(), r.task.num_labels, r.task.pooling, &mut init.fork(), dtype, &device)?),
+        TaskKind::CausalLm => None,
+    };
+    let params = adapter::named_tensors(&interventions, head.as_ref())
         .into_iter()
         .filter(|(_, v)| v.trainable)
         .collect::<Vec<_>>();
     let trainable: usize = params.iter().map(|(_, v)| v.var.elem_count()).sum();
-    let model = ClassifierModel { backbone: backbone.as_ref(), interventions: &interventions, head: &head, dtype };
+    let model = task_model(backbone.as_ref(), &interventions, head.as_ref(), dtype, &device)?;
 
     // The frozen prefix, computed once.
     let prefix_layer = if opts.cache_prefix { frozen_prefix_layers(plan) } else { 0 };
@@ -220,7 +253,7 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     };
     let log = MetricsLog::open(&opts.run_dir.join("metrics.jsonl"), opts.resume.then_some(progress.global_step))?;
     let mut manifest = manifest_for(plan, &plan.model_dir)?;
-    let eval_batch = t.batch_size.max(64);
+    let eval_batch = model.eval_batch_size(t.batch_size);
 
     reporter.begin(total, progress.global_step);
     'epochs: while progress.epoch < epochs {
@@ -235,11 +268,9 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
             let step = progress.global_step;
             let lr = schedule::linear_lr(t.lr, step, total, warmup);
             let rows: Vec<Vec<u32>> = idx.iter().map(|&i| train_set.ids[i].clone()).collect();
-            let labels: Vec<usize> = idx.iter().map(|&i| train_set.labels[i]).collect();
             let batch = batch_from_ids(&rows, pad, &device)?;
             let rng = RefCell::new(step_rng(t.seed, step));
-            let logits = model.logits(&batch, train_cache.map(|c| (c, &idx[..])), true, &rng)?;
-            let loss = cross_entropy(&logits, &labels)?;
+            let loss = model.batch_loss(&batch, &train_set, idx, train_cache, &rng)?;
             let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !loss_value.is_finite() {
                 // The weights have not been touched by this batch yet: they are the last good state.
@@ -282,15 +313,15 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
         // End of epoch: evaluate on dev and keep the best adapter.
         let mean_loss = progress.epoch_loss_sum / batches_done.max(1) as f64;
         let dev = match &dev_set {
-            Some(d) => Some(model.evaluate(&d.ids, &d.labels, eval_batch, pad, dev_cache)?.0),
+            Some(d) => Some(model.metrics(d, eval_batch, pad, dev_cache)?),
             None => None,
         };
-        let score = dev.map_or(-mean_loss, |d| d.accuracy);
+        let score = dev.map_or(-mean_loss, |d| d.score());
         let best = progress.best_dev_accuracy.is_none_or(|b| score > b);
         if best {
             progress.best_dev_accuracy = Some(score);
             progress.best_epoch = Some(epoch);
-            adapter::save(&opts.run_dir, &manifest, &interventions, Some(&head))?;
+            adapter::save(&opts.run_dir, &manifest, &interventions, head.as_ref())?;
         }
         let record = serde_json::json!({
             "type": "epoch", "step": progress.global_step, "epoch": epoch + 1, "train_loss": mean_loss,
@@ -313,15 +344,18 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
 
     // Test with the best weights, read back from disk (the same path a resumed run takes).
     let file = model::safetensors_file::WeightFile::load(&opts.run_dir.join(adapter::WEIGHTS_FILE), dtype, &device)?;
-    for (name, v) in adapter::named_tensors(&interventions, Some(&head)) {
+    for (name, v) in adapter::named_tensors(&interventions, head.as_ref()) {
         v.var.set(&file.get(&name, v.var.dims())?)?;
     }
     let dev = match &dev_set {
-        Some(d) => model.evaluate(&d.ids, &d.labels, eval_batch, pad, dev_cache)?.0,
-        None => ClassificationMetrics::compute(&[], &[], r.task.num_labels, 0.0),
+        Some(d) => model.metrics(d, eval_batch, pad, dev_cache)?,
+        None => match r.task.kind {
+            TaskKind::Classification => TaskMetrics::Classification(ClassificationMetrics::compute(&[], &[], r.task.num_labels, 0.0)),
+            TaskKind::CausalLm => TaskMetrics::CausalLm(LmMetrics::from_sum(0.0, 0, 0)),
+        },
     };
     let test = match &test_set {
-        Some(d) => Some(model.evaluate(&d.ids, &d.labels, eval_batch, pad, test_cache)?.0),
+        Some(d) => Some(model.metrics(d, eval_batch, pad, test_cache)?),
         None => None,
     };
     let best_epoch = progress.best_epoch.unwrap_or(0);
@@ -336,7 +370,7 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
     };
     log.write(serde_json::json!({ "type": "final", "step": progress.global_step, "summary": summary }))?;
     manifest.metrics = serde_json::to_value(&summary).ok();
-    adapter::save(&opts.run_dir, &manifest, &interventions, Some(&head))?;
+    adapter::save(&opts.run_dir, &manifest, &interventions, head.as_ref())?;
     // A LoRA-only adapter is also written in HF PEFT's layout, so PEFT (and anything that reads
     // it) can load the run folder as it is.
     if adapter::peft::writable(&interventions, &manifest).is_ok() {
@@ -344,6 +378,20 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
     }
     crate::io::write_atomic(&opts.run_dir.join("summary.json"), serde_json::to_string_pretty(&summary).unwrap().as_bytes())?;
     Ok(summary)
+}
+
+/// The task's model over `backbone`: a classifier when there is a `head`, else a causal LM.
+fn task_model<'a>(
+    backbone: &'a dyn Backbone,
+    interventions: &'a Interventions,
+    head: Option<&'a ClassifierHead>,
+    dtype: DType,
+    device: &candle_core::Device,
+) -> Result<Box<dyn TaskModel + 'a>> {
+    Ok(match head {
+        Some(head) => Box::new(ClassifierModel { backbone, interventions, head, dtype }),
+        None => Box::new(CausalLmModel::new(backbone, interventions, dtype, device)?),
+    })
 }
 
 /// The model to evaluate or predict with, built from a loaded adapter.

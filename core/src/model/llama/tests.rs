@@ -68,6 +68,7 @@ fn hf_tensors(c: &LlamaConfig, dtype: DType, tied: bool) -> HashMap<String, Tens
     m
 }
 
+/// A 2-layer random llama (vocabulary 40, width 16); other modules' tests use it too.
 pub(crate) fn tiny_model(dtype: DType, tied: bool) -> Llama {
     let c = tiny_config();
     let t = hf_tensors(&c, dtype, tied);
