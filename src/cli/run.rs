@@ -24,15 +24,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.no_export {
         return Ok(());
     }
-    if trained.summary.dev.causal_lm().is_some() {
-        println!("export       not yet for causal_lm adapters; try `reft generate --adapter {}`", trained.summary.run_dir.display());
-        return Ok(());
-    }
     let run_dir = &trained.summary.run_dir;
     let pipeline_dir = run_dir.join("pipeline");
     let loaded = adapter::load(run_dir, None, &candle_core::Device::Cpu)?;
     let report = export_adapter(&loaded, &pipeline_dir, &ExportOptions::default())?;
     drop(loaded);
+    if trained.summary.dev.causal_lm().is_some() {
+        // A decoder exports as prefill + decode-step graphs; generation, not a test-set score,
+        // is how it is used (docs/export.md, "Decoders").
+        println!(
+            "pipeline     {} ({} graph nodes; `reft generate --runtime ort --pipeline {} \"prompt\"`)",
+            report.dir.display(),
+            report.nodes,
+            report.dir.display()
+        );
+        return Ok(());
+    }
     println!("pipeline     {} ({} graph nodes; `reft infer {} \"text\"`)", report.dir.display(), report.nodes, report.dir.display());
     if let (Some(test), Some(candle_test)) = (&trained.test_file, trained.summary.test.as_ref().and_then(|t| t.classification())) {
         let mut pipe = OrtPipeline::load(&pipeline_dir, None)?;
