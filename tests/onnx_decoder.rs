@@ -283,6 +283,7 @@ fn interventions_in_the_prefill_match_candle() {
         interventions: entries,
         plugins: vec![],
         head: None,
+        task: None,
         recipe: None,
         max_length: None,
         tensors: Default::default(),
