@@ -180,6 +180,19 @@ fn adapter_round_trip_gives_the_in_memory_greedy_tokens() {
     assert!(ok, "{err}");
     let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(text.trim_end_matches('\n'), first["output"].as_str().unwrap());
+    // `reft chat --adapter`: the first turn is the same prompt, edited the same way.
+    let mut child = std::process::Command::new(reft_bin())
+        .args(["chat", "--adapter", dir.to_str().unwrap(), "--max-new-tokens", "16"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(format!("{}\n", prompts[0]).as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim_end_matches('\n'), first["output"].as_str().unwrap());
 }
 
 #[test]
