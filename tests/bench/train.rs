@@ -175,7 +175,7 @@ fn bench_step_causal() {
     let (b, s) = batch.dims();
     println!(
         "step-causal: median {:.4} s over {} updates ({b} x {s} tokens, {response_tokens} scored response tokens; \
-LoReFT r4 at layer 15 of SmolLM2-135M, last prompt token, layers 0-{} cached), peak RSS {:.0} MB",
+LoReFT r4 at layer 15 of SmolLM2-135M, first and last prompt tokens, layers 0-{} cached), peak RSS {:.0} MB",
         median(times.clone()),
         times.len(),
         frozen.saturating_sub(1),
