@@ -193,6 +193,15 @@ fn adapter_round_trip_gives_the_in_memory_greedy_tokens() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim_end_matches('\n'), first["output"].as_str().unwrap());
+
+    // Exported (prefill graph with the edit, decode-step graph with the KV cache) and run on
+    // ONNX Runtime: the same text. The pipeline takes the chat format from `--chat`.
+    let pipeline = tmp.path().join("pipeline");
+    let (ok, _, err) = run_reft(&["export", "--adapter", dir.to_str().unwrap(), "--out", pipeline.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, ort_text, err) = run_reft(&["generate", "--runtime", "ort", "--pipeline", pipeline.to_str().unwrap(), "--chat", "--max-new-tokens", "16", &prompts[0]]);
+    assert!(ok, "{err}");
+    assert_eq!(ort_text.trim_end_matches('\n'), first["output"].as_str().unwrap(), "ONNX Runtime and candle generate differently");
 }
 
 #[test]
