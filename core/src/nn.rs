@@ -7,7 +7,17 @@
 use crate::ops;
 use candle_core::{Result, Tensor};
 
-/// A frozen affine map `y = x Wᵀ + b` with `W` stored `[out, in]` as in PyTorch checkpoints.
+/// A frozen affine map `y = x Wᵀ + b` with `W` `[out, in]` as in PyTorch checkpoints.
+///
+/// How `W` sits in memory decides how fast the CPU gemm runs. Checkpoints store it row-major
+/// `[out, in]`; for the forward `x Wᵀ`, gemm then gathers it element by element into its
+/// packing buffer on every call, a strided copy of the whole weight that costs about as much
+/// as the arithmetic for a 64-token batch. [`Linear::into_gemm_layout`] stores the same
+/// matrix as an `[in, out]` buffer, which gemm streams without packing. `weight` stays the
+/// same `[out, in]` tensor logically (a transposed view), so every reader sees the same
+/// values. The backward `grad_y · W` then gathers instead, but over a training batch's
+/// rows that costs little: keeping a second, row-major copy for it measured no faster
+/// (docs/benchmarks.md).
 #[derive(Clone, Debug)]
 pub struct Linear {
     pub weight: Tensor,
@@ -17,6 +27,13 @@ pub struct Linear {
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
         Linear { weight, bias }
+    }
+
+    /// Store `W` as an `[in, out]` buffer for the forward gemm (see the type's docs); same
+    /// values, same logical shape, no extra memory once the old buffer is dropped.
+    pub fn into_gemm_layout(self) -> Result<Self> {
+        let weight = self.weight.t()?.contiguous()?.t()?;
+        Ok(Linear { weight, bias: self.bias })
     }
 
     pub fn in_dim(&self) -> usize {

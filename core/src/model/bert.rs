@@ -167,7 +167,9 @@ impl Bert {
             Ok(Linear::new(
                 w.get(&format!("{name}.weight"), &[out, inp])?,
                 Some(w.get(&format!("{name}.bias"), &[out])?),
-            ))
+            )
+            // Weights laid out for the forward gemm (docs on `Linear`).
+            .into_gemm_layout()?)
         };
         let norm = |w: &WeightFile, name: &str| -> Result<LayerNorm> {
             // Old checkpoints call the LayerNorm parameters gamma/beta.

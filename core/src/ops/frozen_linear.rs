@@ -12,6 +12,7 @@
 //! must return owned storage; computing the value inside the op avoids it.)
 
 use super::kernels::Real;
+use super::pool_gemm::{gemm_on_pool, Operand};
 use crate::nn::linear;
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor};
 
@@ -75,33 +76,44 @@ impl FrozenLinear {
             }
         };
         debug_assert_eq!(x_dims.iter().product::<usize>(), m * k);
-        let threads = candle_core::utils::get_num_threads();
-        let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
         // W is [n, k] with arbitrary strides; Wᵀ[i, o] = W[o, i] gives the rhs strides.
         let (w_rs, w_cs) = (wl.stride()[0] as isize, wl.stride()[1] as isize);
         // SAFETY: x is m×k row-major (contiguous), W spans n×k under its own layout, dst is
-        // m×n row-major; gemm writes dst = alpha·dst + beta·x·Wᵀ.
+        // m×n row-major and ours alone.
         unsafe {
-            gemm::gemm(
+            gemm_on_pool(
                 m,
                 n,
                 k,
                 dst.as_mut_ptr(),
-                1,
-                n as isize,
                 read_dst,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                w_rs,
-                w_cs,
-                if read_dst { T::one() } else { T::zero() },
-                T::one(),
+                Operand { ptr: x.as_ptr(), row_stride: k as isize, col_stride: 1 },
+                Operand { ptr: w.as_ptr(), row_stride: w_cs, col_stride: w_rs },
+            )
+        };
+        Ok(dst)
+    }
+}
+
+impl FrozenLinear {
+    /// `grad_y · W` for `grad_y` `[rows, n]` row-major: `[rows, k]` row-major.
+    fn input_grad<T: Real>(&self, grad: &[T]) -> Result<Vec<T>> {
+        let (n, k) = self.weight.dims2()?;
+        let rows = grad.len() / n;
+        let (ws, wl) = self.weight.storage_and_layout();
+        let Storage::Cpu(w) = &*ws else { bail!("frozen_linear: weight is not on the cpu") };
+        let w = &w.as_slice::<T>()?[wl.start_offset()..];
+        let mut dst = vec![T::zero(); rows * k];
+        // SAFETY: grad is rows×n row-major, W spans n×k under its layout, dst is rows×k and ours.
+        unsafe {
+            gemm_on_pool(
+                rows,
+                k,
+                n,
+                dst.as_mut_ptr(),
                 false,
-                false,
-                false,
-                parallelism,
+                Operand { ptr: grad.as_ptr(), row_stride: n as isize, col_stride: 1 },
+                Operand { ptr: w.as_ptr(), row_stride: wl.stride()[0] as isize, col_stride: wl.stride()[1] as isize },
             )
         };
         Ok(dst)
@@ -130,9 +142,14 @@ impl CustomOp1 for FrozenLinear {
 
     /// `grad_x = grad_y · W`; `W` and `b` get nothing.
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let out = self.weight.dim(0)?;
-        let rows = grad.elem_count() / out;
-        let gx = grad.reshape((rows, out))?.matmul(&self.weight)?;
-        Ok(Some(gx.reshape(arg.shape())?))
+        let grad = grad.contiguous()?;
+        let (gs, gl) = grad.storage_and_layout();
+        let (lo, hi) = gl.contiguous_offsets().expect("made contiguous above");
+        let gx = match &*gs {
+            Storage::Cpu(CpuStorage::F32(g)) => Tensor::from_vec(self.input_grad(&g[lo..hi])?, arg.shape(), arg.device())?,
+            Storage::Cpu(CpuStorage::F64(g)) => Tensor::from_vec(self.input_grad(&g[lo..hi])?, arg.shape(), arg.device())?,
+            _ => bail!("frozen_linear: the gradient must be f32/f64 on the cpu, like the input"),
+        };
+        Ok(Some(gx))
     }
 }

@@ -16,6 +16,7 @@ mod frozen_linear;
 mod gelu;
 mod kernels;
 mod layer_norm;
+mod pool_gemm;
 mod softmax;
 
 pub use frozen_linear::frozen_linear;

@@ -183,7 +183,9 @@ impl LlamaWeights {
         let mut layers = Vec::new();
         for l in 0..cfg.num_layers {
             let mut get = |p: Part, shape: &[usize]| src.fetch(&(names.layer)(l, p), shape);
-            let mut lin = |p: Part, out: usize, inp: usize| -> Result<Linear> { Ok(Linear::new(get(p, &[out, inp])?, None)) };
+            // Laid out for the forward gemm (docs on `Linear`): decoding is one token at a time,
+            // where re-packing a row-major weight on every step would dominate.
+            let mut lin = |p: Part, out: usize, inp: usize| -> Result<Linear> { Ok(Linear::new(get(p, &[out, inp])?, None).into_gemm_layout()?) };
             let (wq, wk, wv, wo) = (lin(Part::Q, q, d)?, lin(Part::K, kv, d)?, lin(Part::V, kv, d)?, lin(Part::O, d, q)?);
             let (gate, up, down) = (lin(Part::Gate, i, d)?, lin(Part::Up, i, d)?, lin(Part::Down, d, i)?);
             let mut get = |p: Part, shape: &[usize]| src.fetch(&(names.layer)(l, p), shape);
