@@ -76,26 +76,57 @@ pub fn generate(
     if b != 1 {
         return Err(Error::Shape { context: "generation prompt".into(), expected: "one prompt (batch size 1)".into(), got: vec![b, s] });
     }
-    if s == 0 {
-        return Err(Error::Other("generation prompt: no tokens".into()));
-    }
     if prompt.attention_rows[0].contains(&0) {
         return Err(Error::Other("generation prompt: padding is not supported (give one unpadded prompt)".into()));
     }
-    if s >= model.max_positions() {
-        return Err(Error::Other(format!("the prompt has {s} tokens; the model's context holds {}", model.max_positions())));
+    let mut cache = model.new_cache();
+    let device = prompt.input_ids.device();
+    run_generation(s, model.max_positions(), model.stop_tokens(), opts, on_token, |step| match step {
+        Step::Prefill => last_logits(model, &model.forward_cached(prompt, &mut cache, hooks)?),
+        Step::Next(tok) => {
+            let step = batch_from_ids(&[vec![tok]], 0, device)?;
+            last_logits(model, &model.forward_cached(&step, &mut cache, &NoHooks)?)
+        }
+    })
+}
+
+/// What [`run_generation`] asks its engine for.
+pub(crate) enum Step {
+    /// Run the prompt, filling the KV cache: the last position's logits.
+    Prefill,
+    /// Append this token to the cache: the logits after it.
+    Next(u32),
+}
+
+/// The generation loop both engines share (candle here, ONNX Runtime in
+/// `runtime::decoder`), so they stop and time alike: the prefill once, then sample, stop on
+/// a stop token (the model's or the options'), `max_new_tokens` or a full context, else
+/// one cached step. `forward` runs the engine; `on_token` sees each token as it is chosen.
+pub(crate) fn run_generation(
+    prompt_len: usize,
+    max_positions: usize,
+    model_stops: &[u32],
+    opts: &GenerateOptions,
+    on_token: &mut dyn FnMut(u32) -> Result<()>,
+    mut forward: impl FnMut(Step) -> Result<Vec<f32>>,
+) -> Result<Generation> {
+    if prompt_len == 0 {
+        return Err(Error::Other("generation prompt: no tokens".into()));
     }
-    let stops: Vec<u32> = model.stop_tokens().iter().chain(&opts.extra_stop_tokens).copied().collect();
+    if prompt_len >= max_positions {
+        return Err(Error::Other(format!("the prompt has {prompt_len} tokens; the model's context holds {max_positions}")));
+    }
+    let stops: Vec<u32> = model_stops.iter().chain(&opts.extra_stop_tokens).copied().collect();
     let mut sampler = Sampler::new(opts.sampling.clone());
-    let mut gen = Generation { tokens: Vec::new(), stop: StopReason::MaxNewTokens, prompt_tokens: s, prefill_secs: 0.0, decode_secs: 0.0 };
+    let mut gen = Generation { tokens: Vec::new(), stop: StopReason::MaxNewTokens, prompt_tokens: prompt_len, prefill_secs: 0.0, decode_secs: 0.0 };
     if opts.max_new_tokens == 0 {
         return Ok(gen);
     }
     let start = Instant::now();
-    let mut cache = model.new_cache();
-    let mut logits = last_logits(model, &model.forward_cached(prompt, &mut cache, hooks)?)?;
+    let mut logits = forward(Step::Prefill)?;
     gen.prefill_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
+    let mut cached = prompt_len;
     loop {
         let tok = sampler.sample(&logits)?;
         if stops.contains(&tok) {
@@ -108,12 +139,12 @@ pub fn generate(
             gen.stop = StopReason::MaxNewTokens;
             break;
         }
-        if cache.len() + 1 > model.max_positions() {
+        if cached + 1 > max_positions {
             gen.stop = StopReason::ContextFull;
             break;
         }
-        let step = batch_from_ids(&[vec![tok]], 0, prompt.input_ids.device())?;
-        logits = last_logits(model, &model.forward_cached(&step, &mut cache, &NoHooks)?)?;
+        logits = forward(Step::Next(tok))?;
+        cached += 1;
     }
     gen.decode_secs = start.elapsed().as_secs_f64();
     Ok(gen)

@@ -11,14 +11,13 @@ use crate::error::{Error, Result};
 use crate::export::decoder::layer_name;
 use crate::export::pipeline::{DecoderSpec, OrtOptions, PipelineSpec, TASK_CAUSAL_LM};
 use crate::export::{ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS};
-use crate::generate::{GenerateOptions, Generation, Sampler, StopReason};
+use crate::generate::{run_generation, GenerateOptions, Generation, Step};
 use crate::model::llama::ChatTemplate;
 use crate::model::tokenizer::TextTokenizer;
 use ::ort::session::{Session, SessionInputValue};
 use ::ort::value::{DynValue, Tensor};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// The KV cache between runs.
 pub struct OrtCache {
@@ -205,43 +204,19 @@ impl OrtLm {
     /// Generate from one unpadded prompt: the prefill once, then a decoding step per token,
     /// stopping as candle's `generate` does (a stop token, `max_new_tokens`, a full context).
     pub fn generate(&mut self, prompt: &[u32], opts: &GenerateOptions, on_token: &mut dyn FnMut(u32) -> Result<()>) -> Result<Generation> {
-        let s = prompt.len();
-        if s == 0 {
-            return Err(Error::Other("generation prompt: no tokens".into()));
-        }
-        if s >= self.max_positions() {
-            return Err(Error::Other(format!("the prompt has {s} tokens; the model's context holds {}", self.max_positions())));
-        }
-        let stops: Vec<u32> = self.decoder.eos_token_ids.iter().chain(&opts.extra_stop_tokens).copied().collect();
-        let mut sampler = Sampler::new(opts.sampling.clone());
-        let mut gen = Generation { tokens: Vec::new(), stop: StopReason::MaxNewTokens, prompt_tokens: s, prefill_secs: 0.0, decode_secs: 0.0 };
-        if opts.max_new_tokens == 0 {
-            return Ok(gen);
-        }
-        let start = Instant::now();
-        let (mut logits, mut cache) = self.prefill(&[prompt.to_vec()])?;
-        gen.prefill_secs = start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        loop {
-            let tok = sampler.sample(&logits[0])?;
-            if stops.contains(&tok) {
-                gen.stop = StopReason::StopToken(tok);
-                break;
+        let (max_positions, stops) = (self.max_positions(), self.decoder.eos_token_ids.clone());
+        let mut cache = None;
+        run_generation(prompt.len(), max_positions, &stops, opts, on_token, |step| match step {
+            Step::Prefill => {
+                let (mut logits, filled) = self.prefill(&[prompt.to_vec()])?;
+                cache = Some(filled);
+                Ok(logits.swap_remove(0))
             }
-            gen.tokens.push(tok);
-            on_token(tok)?;
-            if gen.tokens.len() >= opts.max_new_tokens {
-                gen.stop = StopReason::MaxNewTokens;
-                break;
+            Step::Next(tok) => {
+                let cache = cache.as_mut().expect("run_generation runs the prefill first");
+                Ok(self.step(cache, &[tok])?.swap_remove(0))
             }
-            if cache.len() + 1 > self.max_positions() {
-                gen.stop = StopReason::ContextFull;
-                break;
-            }
-            logits = self.step(&mut cache, &[tok])?;
-        }
-        gen.decode_secs = start.elapsed().as_secs_f64();
-        Ok(gen)
+        })
     }
 }
 
