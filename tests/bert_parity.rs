@@ -104,3 +104,51 @@ fn sentence_embeddings_reproduce_the_known_answer() {
     println!("sentence embeddings max |diff| = {diff:.2e}");
     assert!(diff <= 1e-5, "{diff}");
 }
+
+/// The `[CLS]`-only last layer (`forward_from_to_first_token`) gives the first token of the
+/// full forward, in value and in the gradients that reach an intervention below it, and
+/// falls back to the full layer when a hook sits in the last layer. f64, so the two paths
+/// must agree to rounding; a padded batch, so the key mask must be applied the same way.
+#[test]
+fn first_token_shortcut_equals_the_full_forward() {
+    use reft_core::attach::Interventions;
+    use reft_core::positions::Positions;
+    use reft_core::rng::SeededRng;
+    use std::cell::RefCell;
+
+    let dir = minilm_dir();
+    let dev = Device::Cpu;
+    let bert = model::load(&dir, DType::F64, &dev).unwrap();
+    let tok = model::load_tokenizer(&dir).unwrap();
+    let batch = tok.batch(&["A gripping, well acted film.", "Dull.", "Neither good nor bad, just long."], None, &dev).unwrap();
+    let probe = SeededRng::new(3).normal((3, 1, 384), 1.0, DType::F64, &dev).unwrap();
+
+    // Below the last layer (the shortcut runs); in the last layer, on other tokens' input
+    // (which reaches [CLS] through keys and values) and on [CLS]'s output (both fall back).
+    let cases = [(2, Component::BlockOutput, "f1+l1"), (5, Component::BlockInput, "l2"), (5, Component::BlockOutput, "f1")];
+    for (layer, component, positions) in cases {
+        let site = Site::new(layer, component);
+        let options: serde_yaml::Mapping = serde_yaml::from_str("{rank: 2}").unwrap();
+        let mut rng = SeededRng::new(7);
+        let mut spec = reft_core::intervention::BuildSpec { options: &options, site, in_dim: 384, out_dim: 384, device: &dev, dtype: DType::F64, rng: &mut rng };
+        let module = (reft_core::intervention::find("loreft").unwrap().build)(&mut spec).unwrap();
+        let mut iv = Interventions::default();
+        iv.push("loreft", site, positions.parse::<Positions>().unwrap(), module);
+        let rng = RefCell::new(SeededRng::new(0));
+        let hooks = iv.hooks(&batch, false, DType::F64, &rng).unwrap();
+
+        let full = bert.forward(&batch, &hooks).unwrap().narrow(1, 0, 1).unwrap();
+        let h0 = bert.forward_until(&batch, 0, &hooks).unwrap();
+        let short = bert.forward_from_to_first_token(h0, 0, &batch, &hooks).unwrap();
+        assert_eq!(short.dims(), &[3, 1, 384]);
+        let diff = max_abs(&full, &short);
+        assert!(diff < 1e-10, "layer {layer} {positions}: values differ by {diff}");
+
+        let var = iv.items[0].module.state().into_iter().find(|v| v.trainable).unwrap().var;
+        let grad = |out: &Tensor| out.mul(&probe).unwrap().sum_all().unwrap().backward().unwrap().get(var.as_tensor()).unwrap().clone();
+        let (gf, gs) = (grad(&full), grad(&short));
+        let scale = gf.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        let gdiff = max_abs(&gf, &gs) as f64;
+        assert!(scale > 0.0 && gdiff <= 1e-9 * scale, "layer {layer} {positions}: gradients differ by {gdiff} (scale {scale})");
+    }
+}

@@ -154,5 +154,9 @@ impl Hooks for BatchHooks<'_> {
         }
         Ok(y)
     }
+
+    fn touches_layer(&self, layer: usize) -> bool {
+        self.by_site.keys().any(|site| site.layer == Some(layer))
+    }
 }
 

@@ -10,6 +10,12 @@ pub trait Hooks {
     /// A linear-module hook: `x` is the module's input, `y` its frozen output; return the
     /// (possibly adjusted) output.
     fn linear(&self, site: Site, x: &Tensor, y: Tensor) -> Result<Tensor>;
+    /// Whether any hook point of layer `layer` may change something. A backbone may skip
+    /// work in layers nothing touches (see `Backbone::forward_from_to_first_token`), so
+    /// the default answers yes.
+    fn touches_layer(&self, _layer: usize) -> bool {
+        true
+    }
 }
 
 /// The unmodified model.
@@ -21,5 +27,8 @@ impl Hooks for NoHooks {
     }
     fn linear(&self, _: Site, _: &Tensor, y: Tensor) -> Result<Tensor> {
         Ok(y)
+    }
+    fn touches_layer(&self, _: usize) -> bool {
+        false
     }
 }

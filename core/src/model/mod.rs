@@ -53,6 +53,13 @@ pub trait Backbone: HookSurface + Send + Sync {
     fn forward_until(&self, batch: &Batch, layer: usize, hooks: &dyn Hooks) -> Result<Tensor>;
     /// Layers `layer..` on `h`, the input of layer `layer`: the final hidden states.
     fn forward_from(&self, h: Tensor, layer: usize, batch: &Batch, hooks: &dyn Hooks) -> Result<Tensor>;
+    /// [`Backbone::forward_from`] for a caller that reads only the first token of the final
+    /// hidden states (a `[CLS]`-pooled classifier): `[batch, 1, hidden]`, equal to
+    /// `forward_from(..).narrow(1, 0, 1)`. A backbone may skip work that cannot reach that
+    /// token; this default computes everything and narrows.
+    fn forward_from_to_first_token(&self, h: Tensor, layer: usize, batch: &Batch, hooks: &dyn Hooks) -> Result<Tensor> {
+        Ok(self.forward_from(h, layer, batch, hooks)?.narrow(1, 0, 1)?)
+    }
     /// A sentence vector from the first token through the checkpoint's pretrained pooler
     /// (BERT's dense + tanh), if it has one.
     fn pool_first(&self, _hidden: &Tensor) -> Result<Option<Tensor>> {

@@ -86,12 +86,14 @@ impl ClassifierModel<'_> {
         rng: &std::cell::RefCell<SeededRng>,
     ) -> Result<Tensor> {
         let hooks = self.interventions.hooks(batch, train, self.dtype, rng)?;
-        let hidden = match prefix {
-            Some((cache, idx)) => {
-                let h = cache.gather(idx, batch)?;
-                self.backbone.forward_from(h, cache.layer, batch, &hooks)?
-            }
-            None => self.backbone.forward(batch, &hooks)?,
+        let (h, layer) = match prefix {
+            Some((cache, idx)) => (cache.gather(idx, batch)?, cache.layer),
+            None => (self.backbone.forward_until(batch, 0, &hooks)?, 0),
+        };
+        // [CLS] pooling reads the first token alone, and the backbone may skip the rest.
+        let hidden = match self.head.pooling {
+            Pooling::Cls => self.backbone.forward_from_to_first_token(h, layer, batch, &hooks)?,
+            Pooling::Mean => self.backbone.forward_from(h, layer, batch, &hooks)?,
         };
         let pooled = self.head.pool(self.backbone, &hidden, batch)?;
         self.head.logits(&pooled, train, &mut rng.borrow_mut())

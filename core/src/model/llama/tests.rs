@@ -238,11 +238,16 @@ fn gguf_and_hugging_face_layouts_give_the_same_model() {
         m.as_causal_lm().unwrap().lm_head(&h).unwrap()
     };
     let (a, b, g) = (lm(from_hf.as_ref()), lm(from_gguf.as_ref()), lm(from_gguf_dir.as_ref()));
-    assert!(max_abs(&a, &b) < 1e-5, "HF vs GGUF: {}", max_abs(&a, &b));
-    assert!(max_abs(&a, &g) < 1e-6);
+    // Equal up to f32 rounding, relative to the logits' scale (~13 here): the formats carry
+    // the same weights, but gemm's summation order may differ with the buffers' alignment,
+    // and GGUF stores the norm epsilon as f32.
+    let tol = 2e-6 * a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+    assert!(max_abs(&a, &b) < tol, "HF vs GGUF: {} (tolerance {tol})", max_abs(&a, &b));
+    assert_eq!(max_abs(&b, &g), 0.0, "the same file loads the same model");
     // And both equal the model built directly from the HF tensors.
     let direct = tiny_model(DType::F32, true);
-    assert!(max_abs(&a, &direct.lm_head(&direct.forward(&batch, &NoHooks).unwrap()).unwrap()) < 1e-6);
+    let want = direct.lm_head(&direct.forward(&batch, &NoHooks).unwrap()).unwrap();
+    assert!(max_abs(&a, &want) < tol, "HF vs direct: {}", max_abs(&a, &want));
 
     // Two .gguf files in one folder: ambiguous, refused with both names.
     std::fs::copy(&gguf, gguf_dir.join("n.gguf")).unwrap();
