@@ -123,10 +123,17 @@ fn first_token_shortcut_equals_the_full_forward() {
     let batch = tok.batch(&["A gripping, well acted film.", "Dull.", "Neither good nor bad, just long."], None, &dev).unwrap();
     let probe = SeededRng::new(3).normal((3, 1, 384), 1.0, DType::F64, &dev).unwrap();
 
-    // Below the last layer (the shortcut runs); in the last layer, on other tokens' input
-    // (which reaches [CLS] through keys and values) and on [CLS]'s output (both fall back).
-    let cases = [(2, Component::BlockOutput, "f1+l1"), (5, Component::BlockInput, "l2"), (5, Component::BlockOutput, "f1")];
-    for (layer, component, positions) in cases {
+    // Below the last layer (the shortcut runs); in the last layer on other tokens' input,
+    // which reaches [CLS] through keys and values (full layer); on [CLS]'s own output (the
+    // shortcut runs, the hook edits the first-token states); on the output of [CLS] and the
+    // last token (full layer).
+    let cases = [
+        (2, Component::BlockOutput, "f1+l1", true),
+        (5, Component::BlockInput, "l2", false),
+        (5, Component::BlockOutput, "f1", true),
+        (5, Component::BlockOutput, "f1+l1", false),
+    ];
+    for (layer, component, positions, shortcut) in cases {
         let site = Site::new(layer, component);
         let options: serde_yaml::Mapping = serde_yaml::from_str("{rank: 2}").unwrap();
         let mut rng = SeededRng::new(7);
@@ -136,6 +143,8 @@ fn first_token_shortcut_equals_the_full_forward() {
         iv.push("loreft", site, positions.parse::<Positions>().unwrap(), module);
         let rng = RefCell::new(SeededRng::new(0));
         let hooks = iv.hooks(&batch, false, DType::F64, &rng).unwrap();
+        use reft_core::model::Hooks;
+        assert_eq!(hooks.first_token_suffices(5), shortcut, "layer {layer} {positions}");
 
         let full = bert.forward(&batch, &hooks).unwrap().narrow(1, 0, 1).unwrap();
         let h0 = bert.forward_until(&batch, 0, &hooks).unwrap();

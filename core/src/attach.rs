@@ -82,23 +82,34 @@ impl Interventions {
             });
         }
         let device = batch.input_ids.device();
-        let mut masks: HashMap<String, Tensor> = HashMap::new();
+        let mut selections: HashMap<String, Selection> = HashMap::new();
         let mut by_site: HashMap<Site, Vec<(usize, String)>> = HashMap::new();
         for (i, a) in self.items.iter().enumerate() {
             let key = a.positions.to_string();
-            if !masks.contains_key(&key) {
-                let m = a
+            if !selections.contains_key(&key) {
+                let rows: Vec<u32> = a
                     .positions
-                    .mask(scope, device)?
-                    .to_dtype(dtype)?
-                    .reshape((b, s, 1))?;
-                masks.insert(key.clone(), m);
+                    .mask_rows(scope)
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .filter(|(_, &m)| m != 0.0)
+                    .map(|(flat, _)| flat as u32)
+                    .collect();
+                let n = rows.len();
+                let first_token_only = rows.iter().copied().eq((0..b).map(|r| (r * s) as u32));
+                let mask = a.positions.mask(scope, device)?.to_dtype(dtype)?.reshape((b, s, 1))?;
+                selections.insert(
+                    key.clone(),
+                    Selection { rows: Tensor::from_vec(rows, n, device)?, ones: Tensor::ones((1, n, 1), dtype, device)?, count: n, mask, first_token_only },
+                );
             }
             by_site.entry(a.site).or_default().push((i, key));
         }
         Ok(BatchHooks {
             owner: self,
-            masks,
+            seq_len: s,
+            selections,
             by_site,
             train,
             rng,
@@ -106,10 +117,25 @@ impl Interventions {
     }
 }
 
-/// The hooks of one batch: per-position masks computed once, interventions by site.
+/// The positions one position spec selects in a batch: flat row indices into
+/// `[batch * seq]` and the all-ones mask representation interventions see with them, and
+/// the `[batch, seq, 1]` 0/1 mask linear-hook interventions see.
+struct Selection {
+    rows: Tensor,
+    ones: Tensor,
+    count: usize,
+    mask: Tensor,
+    /// Exactly position 0 of every row.
+    first_token_only: bool,
+}
+
+/// The hooks of one batch: the selected positions computed once, interventions by site.
 pub struct BatchHooks<'a> {
     owner: &'a Interventions,
-    masks: HashMap<String, Tensor>,
+    /// The batch's sequence length: states with one position instead are the first tokens
+    /// alone (`Hooks::first_token_suffices`).
+    seq_len: usize,
+    selections: HashMap<String, Selection>,
     by_site: HashMap<Site, Vec<(usize, String)>>,
     train: bool,
     rng: &'a RefCell<SeededRng>,
@@ -127,17 +153,42 @@ impl BatchHooks<'_> {
 }
 
 impl Hooks for BatchHooks<'_> {
+    /// Each intervention runs on the selected positions alone, gathered into a `[1, n, d]`
+    /// batch, and its change is added back at those rows, as pyvene does: `f1` costs one
+    /// row per example instead of the whole `[batch, seq, d]` state and its masked
+    /// arithmetic, forward and backward. Unselected positions keep `h` exactly.
     fn representation(&self, site: Site, mut h: Tensor) -> Result<Tensor> {
         let Some(list) = self.by_site.get(&site) else { return Ok(h) };
         for (i, key) in list {
-            let mask = &self.masks[key];
-            let ctx = Ctx { mask, train: self.train, rng: self.rng };
-            let delta = self.owner.items[*i].module.delta(&h, &ctx)?;
-            if delta.dims() != h.dims() {
-                return Err(self.shape_error(*i, &h, &delta));
+            let sel = &self.selections[key];
+            if sel.count == 0 {
+                continue;
             }
-            // h' = h + m ⊙ (Φ(h) − h): unedited positions keep h exactly.
-            h = (h + delta.broadcast_mul(mask)?)?;
+            let dims = h.dims().to_vec();
+            let d = *dims.last().expect("hidden states have a feature dim");
+            let flat = h.reshape((h.elem_count() / d, d))?;
+            if dims.len() == 3 && dims[1] == 1 && self.seq_len > 1 {
+                // The first tokens alone, `[batch, 1, d]`: the backbone only does this where
+                // every hook edits exactly those (`first_token_suffices`), so edit them all.
+                if !sel.first_token_only {
+                    return Err(Error::Other(format!("internal: first-token states reached `{site}`, whose positions are not the first token")));
+                }
+                let picked = flat.unsqueeze(0)?;
+                let ctx = Ctx { mask: &sel.ones, train: self.train, rng: self.rng };
+                let delta = self.owner.items[*i].module.delta(&picked, &ctx)?;
+                if delta.dims() != picked.dims() {
+                    return Err(self.shape_error(*i, &picked, &delta));
+                }
+                h = (picked + delta)?.reshape(dims)?;
+                continue;
+            }
+            let picked = flat.index_select(&sel.rows, 0)?.unsqueeze(0)?;
+            let ctx = Ctx { mask: &sel.ones, train: self.train, rng: self.rng };
+            let delta = self.owner.items[*i].module.delta(&picked, &ctx)?;
+            if delta.dims() != picked.dims() {
+                return Err(self.shape_error(*i, &picked, &delta));
+            }
+            h = flat.index_add(&sel.rows, &delta.squeeze(0)?, 0)?.reshape(dims)?;
         }
         Ok(h)
     }
@@ -145,7 +196,7 @@ impl Hooks for BatchHooks<'_> {
     fn linear(&self, site: Site, x: &Tensor, mut y: Tensor) -> Result<Tensor> {
         let Some(list) = self.by_site.get(&site) else { return Ok(y) };
         for (i, key) in list {
-            let ctx = Ctx { mask: &self.masks[key], train: self.train, rng: self.rng };
+            let ctx = Ctx { mask: &self.selections[key].mask, train: self.train, rng: self.rng };
             let delta = self.owner.items[*i].module.delta(x, &ctx)?;
             if delta.dims() != y.dims() {
                 return Err(self.shape_error(*i, &y, &delta));
@@ -155,8 +206,12 @@ impl Hooks for BatchHooks<'_> {
         Ok(y)
     }
 
-    fn touches_layer(&self, layer: usize) -> bool {
-        self.by_site.keys().any(|site| site.layer == Some(layer))
+    /// Only `block_output` hooks that edit exactly the first token of every row: what they
+    /// do to that token happens after everything it reads from the others.
+    fn first_token_suffices(&self, layer: usize) -> bool {
+        self.by_site.iter().filter(|(site, _)| site.layer == Some(layer)).all(|(site, list)| {
+            site.component == crate::hooks::Component::BlockOutput && list.iter().all(|(_, key)| self.selections[key].first_token_only)
+        })
     }
 }
 

@@ -18,7 +18,8 @@ use std::cell::RefCell;
 
 /// What an intervention may know about the batch it runs on.
 pub struct Ctx<'a> {
-    /// `[batch, seq, 1]` 0/1 edit mask in the hidden state's dtype (representation hooks).
+    /// 0/1 edit mask in the hidden state's dtype, `[batch, seq, 1]` like the input. At
+    /// representation hooks the input holds only the selected positions, so it is all ones.
     pub mask: &'a Tensor,
     /// Training mode: dropout is active only here.
     pub train: bool,
@@ -55,9 +56,12 @@ pub trait Intervention: Send + Sync {
     /// The registered plugin name (`loreft`, `lora`, …).
     fn kind(&self) -> &str;
 
-    /// The change this intervention makes at its hook, for every position (masking is the
-    /// caller's job at representation hooks). Shapes: `input` is `[batch, seq, in]`; the
-    /// result is `[batch, seq, out]` (equal widths at representation hooks).
+    /// The change this intervention makes at its hook, for every position of `input`.
+    /// Shapes: `input` is `[batch, seq, in]`; the result is `[batch, seq, out]` (equal
+    /// widths at representation hooks). Each position's change must depend on that
+    /// position alone: at representation hooks the caller gathers the selected positions
+    /// of the whole batch into one `[1, n, d]` input and adds the result back at them (as
+    /// pyvene does); at linear hooks `input` is the module's whole input.
     fn delta(&self, input: &Tensor, ctx: &Ctx) -> Result<Tensor>;
 
     /// Every tensor this intervention owns, with stable names (saved in adapters).

@@ -382,11 +382,11 @@ impl Backbone for Bert {
     }
 
     /// The last layer computes queries, attention output and feed-forward for the first
-    /// token alone (about 5/6 of that layer's work saved) when no hook sits in it: a hook
-    /// there could edit tokens whose keys and values the first token reads.
+    /// token alone (about 5/6 of that layer's work saved) when its hooks allow it: a hook
+    /// there that edits other tokens could change the keys and values the first token reads.
     fn forward_from_to_first_token(&self, mut h: Tensor, layer: usize, batch: &Batch, hooks: &dyn Hooks) -> Result<Tensor> {
         let n = self.layers.len();
-        if n == 0 || layer >= n || hooks.touches_layer(n - 1) {
+        if n == 0 || layer >= n || !hooks.first_token_suffices(n - 1) {
             return Ok(self.forward_from(h, layer, batch, hooks)?.narrow(1, 0, 1)?);
         }
         let bias = self.attention_bias(batch, h.dtype())?;

@@ -10,11 +10,12 @@ pub trait Hooks {
     /// A linear-module hook: `x` is the module's input, `y` its frozen output; return the
     /// (possibly adjusted) output.
     fn linear(&self, site: Site, x: &Tensor, y: Tensor) -> Result<Tensor>;
-    /// Whether any hook point of layer `layer` may change something. A backbone may skip
-    /// work in layers nothing touches (see `Backbone::forward_from_to_first_token`), so
-    /// the default answers yes.
-    fn touches_layer(&self, _layer: usize) -> bool {
-        true
+    /// Whether layer `layer` may be computed for the first token of each row alone
+    /// (`Backbone::forward_from_to_first_token`): true when no hook there can change what
+    /// reaches that token except through the first token's own `block_output`, which the
+    /// backbone then calls with `[batch, 1, hidden]` states. The default answers no.
+    fn first_token_suffices(&self, _layer: usize) -> bool {
+        false
     }
 }
 
@@ -28,7 +29,7 @@ impl Hooks for NoHooks {
     fn linear(&self, _: Site, _: &Tensor, y: Tensor) -> Result<Tensor> {
         Ok(y)
     }
-    fn touches_layer(&self, _: usize) -> bool {
-        false
+    fn first_token_suffices(&self, _: usize) -> bool {
+        true
     }
 }
