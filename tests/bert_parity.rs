@@ -123,41 +123,51 @@ fn first_token_shortcut_equals_the_full_forward() {
     let batch = tok.batch(&["A gripping, well acted film.", "Dull.", "Neither good nor bad, just long."], None, &dev).unwrap();
     let probe = SeededRng::new(3).normal((3, 1, 384), 1.0, DType::F64, &dev).unwrap();
 
-    // Below the last layer (the shortcut runs); in the last layer on other tokens' input,
-    // which reaches [CLS] through keys and values (full layer); on [CLS]'s own output (the
-    // shortcut runs, the hook edits the first-token states); on the output of [CLS] and the
-    // last token (full layer).
+    // Below the last layer; in the last layer on its input, which reaches [CLS] through
+    // keys and values (full layer); on [CLS]'s own output, alone or with the last token's;
+    // after attention on [CLS] and another token; LoRA on the query (fed [CLS] alone) and on
+    // the value (fed every token). All but the second take the shortcut.
     let cases = [
-        (2, Component::BlockOutput, "f1+l1", true),
-        (5, Component::BlockInput, "l2", false),
-        (5, Component::BlockOutput, "f1", true),
-        (5, Component::BlockOutput, "f1+l1", false),
+        ("loreft", "{rank: 2}", Component::BlockOutput, 2, "f1+l1", true),
+        ("loreft", "{rank: 2}", Component::BlockInput, 5, "l2", false),
+        ("loreft", "{rank: 2}", Component::BlockOutput, 5, "f1", true),
+        ("loreft", "{rank: 2}", Component::BlockOutput, 5, "f1+l1", true),
+        ("loreft", "{rank: 2}", Component::AttentionOutput, 5, "f1+l2", true),
+        ("lora", "{rank: 2, alpha: 4}", Component::Linear(reft_core::hooks::LinearModule::Query), 5, "all", true),
+        ("lora", "{rank: 2, alpha: 4}", Component::Linear(reft_core::hooks::LinearModule::Value), 5, "all", true),
     ];
-    for (layer, component, positions, shortcut) in cases {
+    for (kind, opts, component, layer, positions, shortcut) in cases {
         let site = Site::new(layer, component);
-        let options: serde_yaml::Mapping = serde_yaml::from_str("{rank: 2}").unwrap();
+        let options: serde_yaml::Mapping = serde_yaml::from_str(opts).unwrap();
         let mut rng = SeededRng::new(7);
         let mut spec = reft_core::intervention::BuildSpec { options: &options, site, in_dim: 384, out_dim: 384, device: &dev, dtype: DType::F64, rng: &mut rng };
-        let module = (reft_core::intervention::find("loreft").unwrap().build)(&mut spec).unwrap();
+        let module = (reft_core::intervention::find(kind).unwrap().build)(&mut spec).unwrap();
+        // LoRA starts with B = 0; move every tensor off its initial value so each carries gradient.
+        for v in module.state().into_iter().filter(|v| v.trainable) {
+            let t = (v.var.as_tensor() + SeededRng::new(9).normal(v.var.shape(), 0.05, DType::F64, &dev).unwrap()).unwrap();
+            v.var.set(&t).unwrap();
+        }
         let mut iv = Interventions::default();
-        iv.push("loreft", site, positions.parse::<Positions>().unwrap(), module);
+        iv.push(kind, site, positions.parse::<Positions>().unwrap(), module);
         let rng = RefCell::new(SeededRng::new(0));
         let hooks = iv.hooks(&batch, false, DType::F64, &rng).unwrap();
         use reft_core::model::Hooks;
-        assert_eq!(hooks.first_token_suffices(5), shortcut, "layer {layer} {positions}");
+        assert_eq!(hooks.first_token_suffices(5), shortcut, "{kind} at {site} {positions}");
 
         let full = bert.forward(&batch, &hooks).unwrap().narrow(1, 0, 1).unwrap();
         let h0 = bert.forward_until(&batch, 0, &hooks).unwrap();
         let short = bert.forward_from_to_first_token(h0, 0, &batch, &hooks).unwrap();
         assert_eq!(short.dims(), &[3, 1, 384]);
         let diff = max_abs(&full, &short);
-        assert!(diff < 1e-10, "layer {layer} {positions}: values differ by {diff}");
+        assert!(diff < 1e-10, "{kind} at {site} {positions}: values differ by {diff}");
 
-        let var = iv.items[0].module.state().into_iter().find(|v| v.trainable).unwrap().var;
-        let grad = |out: &Tensor| out.mul(&probe).unwrap().sum_all().unwrap().backward().unwrap().get(var.as_tensor()).unwrap().clone();
-        let (gf, gs) = (grad(&full), grad(&short));
-        let scale = gf.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-        let gdiff = max_abs(&gf, &gs) as f64;
-        assert!(scale > 0.0 && gdiff <= 1e-9 * scale, "layer {layer} {positions}: gradients differ by {gdiff} (scale {scale})");
+        let vars: Vec<_> = iv.items[0].module.state().into_iter().filter(|v| v.trainable).map(|v| v.var).collect();
+        let (gf, gs) = (full.mul(&probe).unwrap().sum_all().unwrap().backward().unwrap(), short.mul(&probe).unwrap().sum_all().unwrap().backward().unwrap());
+        for var in &vars {
+            let (a, b) = (gf.get(var.as_tensor()).unwrap(), gs.get(var.as_tensor()).unwrap());
+            let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+            let gdiff = max_abs(a, b) as f64;
+            assert!(scale > 0.0 && gdiff <= 1e-9 * scale, "{kind} at {site} {positions}: gradients differ by {gdiff} (scale {scale})");
+        }
     }
 }

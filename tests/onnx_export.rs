@@ -408,6 +408,27 @@ fn mean_pooling_and_left_out_positions_match_too() {
     let mut pipe = OrtPipeline::load(tmp.path(), None).unwrap();
     let (worst, mismatches) = compare(&clf, &mut pipe, &sample_texts(16));
     assert!(worst <= TOLERANCE && mismatches == 0, "{worst:e} {mismatches}");
+
+    // [CLS] pooling with last-layer edits: the graph runs that layer for [CLS] alone and
+    // applies each edit through its position mask's first column (f2+l2 covers [CLS], l2
+    // alone must leave it untouched), while candle runs the full layer. Same logits.
+    let ivs = build(
+        backbone.as_ref(),
+        &[("loreft", "{rank: 2}", "layers[5].block_output", "f2+l2"), ("loreft", "{rank: 3}", "layers[5].block_output", "l2")],
+        3,
+    );
+    let clf = ClassifierModel { interventions: &ivs, ..clf };
+    let cls_head = ClassifierHead::new(384, 3, Pooling::Cls, &mut SeededRng::new(5), DType::F32, &Device::Cpu).unwrap();
+    let cls_head = ClassifierHead { weight: Var::from_tensor(&SeededRng::new(6).normal((3, 384), 0.5, DType::F32, &Device::Cpu).unwrap()).unwrap(), ..cls_head };
+    let clf = ClassifierModel { head: &cls_head, ..clf };
+    let dir = tmp.path().join("cls");
+    export_in_memory(backbone.as_ref(), &ivs, &cls_head, &dir, &ExportOptions::default()).unwrap();
+    let mut pipe = OrtPipeline::load(&dir, None).unwrap();
+    let (worst, mismatches) = compare(&clf, &mut pipe, &sample_texts(16));
+    assert!(worst <= TOLERANCE && mismatches == 0, "[CLS] pooling: {worst:e} {mismatches}");
+    let bare = ClassifierModel { interventions: &Interventions::default(), ..clf };
+    let (moved, _) = compare(&bare, &mut pipe, &sample_texts(8));
+    assert!(moved > 1e-3, "the last-layer edit changed the [CLS] logits by only {moved}");
 }
 
 #[test]

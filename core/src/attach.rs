@@ -97,11 +97,21 @@ impl Interventions {
                     .map(|(flat, _)| flat as u32)
                     .collect();
                 let n = rows.len();
-                let first_token_only = rows.iter().copied().eq((0..b).map(|r| (r * s) as u32));
+                let first: Vec<u32> = rows.iter().filter(|&&f| f as usize % s.max(1) == 0).map(|&f| f / s.max(1) as u32).collect();
+                let n_first = first.len();
                 let mask = a.positions.mask(scope, device)?.to_dtype(dtype)?.reshape((b, s, 1))?;
                 selections.insert(
                     key.clone(),
-                    Selection { rows: Tensor::from_vec(rows, n, device)?, ones: Tensor::ones((1, n, 1), dtype, device)?, count: n, mask, first_token_only },
+                    Selection {
+                        rows: Tensor::from_vec(rows, n, device)?,
+                        ones: Tensor::ones((1, n, 1), dtype, device)?,
+                        count: n,
+                        first_mask: mask.narrow(1, 0, 1.min(s))?,
+                        mask,
+                        first_rows: Tensor::from_vec(first, n_first, device)?,
+                        first_ones: Tensor::ones((1, n_first, 1), dtype, device)?,
+                        first_count: n_first,
+                    },
                 );
             }
             by_site.entry(a.site).or_default().push((i, key));
@@ -125,8 +135,12 @@ struct Selection {
     ones: Tensor,
     count: usize,
     mask: Tensor,
-    /// Exactly position 0 of every row.
-    first_token_only: bool,
+    /// The same for first-token states `[batch, 1, d]` (`Hooks::first_token_suffices`): the
+    /// rows whose position 0 is selected, their all-ones mask, and the mask's column 0.
+    first_rows: Tensor,
+    first_ones: Tensor,
+    first_count: usize,
+    first_mask: Tensor,
 }
 
 /// The hooks of one batch: the selected positions computed once, interventions by site.
@@ -161,34 +175,23 @@ impl Hooks for BatchHooks<'_> {
         let Some(list) = self.by_site.get(&site) else { return Ok(h) };
         for (i, key) in list {
             let sel = &self.selections[key];
-            if sel.count == 0 {
-                continue;
-            }
             let dims = h.dims().to_vec();
             let d = *dims.last().expect("hidden states have a feature dim");
             let flat = h.reshape((h.elem_count() / d, d))?;
-            if dims.len() == 3 && dims[1] == 1 && self.seq_len > 1 {
-                // The first tokens alone, `[batch, 1, d]`: the backbone only does this where
-                // every hook edits exactly those (`first_token_suffices`), so edit them all.
-                if !sel.first_token_only {
-                    return Err(Error::Other(format!("internal: first-token states reached `{site}`, whose positions are not the first token")));
-                }
-                let picked = flat.unsqueeze(0)?;
-                let ctx = Ctx { mask: &sel.ones, train: self.train, rng: self.rng };
-                let delta = self.owner.items[*i].module.delta(&picked, &ctx)?;
-                if delta.dims() != picked.dims() {
-                    return Err(self.shape_error(*i, &picked, &delta));
-                }
-                h = (picked + delta)?.reshape(dims)?;
+            // First-token states `[batch, 1, d]` (the backbone's `[CLS]`-only last layer):
+            // edit the rows whose position 0 is selected, as the full state would be.
+            let first_tokens = dims.len() == 3 && dims[1] == 1 && self.seq_len > 1;
+            let (rows, count, ones) = if first_tokens { (&sel.first_rows, sel.first_count, &sel.first_ones) } else { (&sel.rows, sel.count, &sel.ones) };
+            if count == 0 {
                 continue;
             }
-            let picked = flat.index_select(&sel.rows, 0)?.unsqueeze(0)?;
-            let ctx = Ctx { mask: &sel.ones, train: self.train, rng: self.rng };
+            let picked = flat.index_select(rows, 0)?.unsqueeze(0)?;
+            let ctx = Ctx { mask: ones, train: self.train, rng: self.rng };
             let delta = self.owner.items[*i].module.delta(&picked, &ctx)?;
             if delta.dims() != picked.dims() {
                 return Err(self.shape_error(*i, &picked, &delta));
             }
-            h = flat.index_add(&sel.rows, &delta.squeeze(0)?, 0)?.reshape(dims)?;
+            h = flat.index_add(rows, &delta.squeeze(0)?, 0)?.reshape(dims)?;
         }
         Ok(h)
     }
@@ -196,7 +199,10 @@ impl Hooks for BatchHooks<'_> {
     fn linear(&self, site: Site, x: &Tensor, mut y: Tensor) -> Result<Tensor> {
         let Some(list) = self.by_site.get(&site) else { return Ok(y) };
         for (i, key) in list {
-            let ctx = Ctx { mask: &self.selections[key].mask, train: self.train, rng: self.rng };
+            let sel = &self.selections[key];
+            // The first-token input of a `[CLS]`-only last layer gets the mask's column 0.
+            let first_tokens = x.rank() == 3 && x.dim(1)? == 1 && self.seq_len > 1;
+            let ctx = Ctx { mask: if first_tokens { &sel.first_mask } else { &sel.mask }, train: self.train, rng: self.rng };
             let delta = self.owner.items[*i].module.delta(x, &ctx)?;
             if delta.dims() != y.dims() {
                 return Err(self.shape_error(*i, &y, &delta));
@@ -206,12 +212,11 @@ impl Hooks for BatchHooks<'_> {
         Ok(y)
     }
 
-    /// Only `block_output` hooks that edit exactly the first token of every row: what they
-    /// do to that token happens after everything it reads from the others.
+    /// Anything but a `block_input` hook: every other hook of a layer either sits on the
+    /// keys and values (computed for every token all the same) or acts on one token's own
+    /// path after attention, where the first token's edit needs nothing from the others.
     fn first_token_suffices(&self, layer: usize) -> bool {
-        self.by_site.iter().filter(|(site, _)| site.layer == Some(layer)).all(|(site, list)| {
-            site.component == crate::hooks::Component::BlockOutput && list.iter().all(|(_, key)| self.selections[key].first_token_only)
-        })
+        !self.by_site.keys().any(|site| site.layer == Some(layer) && site.component == crate::hooks::Component::BlockInput)
     }
 }
 

@@ -27,9 +27,11 @@ fn layer_norm(g: &mut Graph, hint: &str, n: &LayerNorm, x: &str) -> Result<Strin
     Ok(g.node("LayerNormalization", &[x, &w, &b], vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(n.eps as f32))]))
 }
 
-/// Embeddings and every layer: the final hidden states `[batch, seq, hidden]`.
+/// Embeddings and every layer: the final hidden states `[batch, seq, hidden]`, or with
+/// `first_token` those of the first token alone, `[batch, 1, hidden]`; then the last layer
+/// runs for that token only where its hooks allow (as `Bert::forward_from_to_first_token`).
 /// `ids` is int64 `[batch, seq]`; `mask` is the float attention mask `[batch, seq]`.
-pub fn emit(bert: &Bert, g: &mut Graph, ids: &str, mask: &str, hooks: &mut dyn ExportHooks) -> Result<String> {
+pub fn emit(bert: &Bert, g: &mut Graph, ids: &str, mask: &str, hooks: &mut dyn ExportHooks, first_token: bool) -> Result<String> {
     // Embeddings: word + position[0..seq] + token type 0, then LayerNorm.
     let word = g.weight("embeddings.word_embeddings.weight", &bert.word)?;
     let position = g.weight("embeddings.position_embeddings.weight", &bert.position)?;
@@ -51,21 +53,27 @@ pub fn emit(bert: &Bert, g: &mut Graph, ids: &str, mask: &str, hooks: &mut dyn E
     let axes = g.const_i64("const_axes_1_2", &[2], &[1, 2]);
     let bias = g.node("Unsqueeze", &[&m1, &axes], vec![]);
 
+    let n = bert.layers.len();
+    let shortcut = first_token && n > 0 && hooks.first_token_suffices(n - 1);
     for (l, layer) in bert.layers.iter().enumerate() {
-        h = emit_layer(bert, g, l, layer, h, &bias, hooks)?;
+        h = emit_layer(bert, g, l, layer, h, &bias, hooks, shortcut && l == n - 1)?;
     }
-    Ok(h)
+    Ok(if first_token && !shortcut { super::first_token(g, &h) } else { h })
 }
 
-fn emit_layer(bert: &Bert, g: &mut Graph, l: usize, layer: &Layer, h: String, bias: &str, hooks: &mut dyn ExportHooks) -> Result<String> {
+/// Layer `l`; with `first_only`, queries, attention output and feed-forward for the first
+/// token alone (keys and values from every token), its output `[batch, 1, hidden]`.
+#[allow(clippy::too_many_arguments)]
+fn emit_layer(bert: &Bert, g: &mut Graph, l: usize, layer: &Layer, h: String, bias: &str, hooks: &mut dyn ExportHooks, first_only: bool) -> Result<String> {
     let site = |c| Site::new(l, c);
     let p = format!("encoder.layer.{l}");
     let cfg = &bert.config;
     let (heads, hd, d) = (cfg.num_attention_heads as i64, bert.config.head_dim() as i64, cfg.hidden_size as i64);
 
     let x = hooks.representation(g, site(Component::BlockInput), h)?;
+    let xq = if first_only { super::first_token(g, &x) } else { x.clone() };
     // Self-attention.
-    let q = linear(g, hooks, site(Component::Linear(LinearModule::Query)), &format!("{p}.attention.self.query"), &layer.query, &x)?;
+    let q = linear(g, hooks, site(Component::Linear(LinearModule::Query)), &format!("{p}.attention.self.query"), &layer.query, &xq)?;
     let k = linear(g, hooks, site(Component::Linear(LinearModule::Key)), &format!("{p}.attention.self.key"), &layer.key, &x)?;
     let v = linear(g, hooks, site(Component::Linear(LinearModule::Value)), &format!("{p}.attention.self.value"), &layer.value, &x)?;
     let split_shape = g.const_i64(&format!("{p}.attention.split_shape"), &[4], &[0, 0, heads, hd]);
@@ -85,11 +93,20 @@ fn emit_layer(bert: &Bert, g: &mut Graph, l: usize, layer: &Layer, h: String, bi
     let ctx = g.node("Transpose", &[&ctx], vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
     let merge_shape = g.const_i64(&format!("{p}.attention.merge_shape"), &[3], &[0, 0, d]);
     let ctx = g.node("Reshape", &[&ctx, &merge_shape], vec![]);
-    let ctx = hooks.representation(g, site(Component::AttentionValueOutput), ctx)?;
+    // After attention every value belongs to one query token: with `first_only` these are
+    // the first tokens' states, edited as position 0 of the full states.
+    let rep = |hooks: &mut dyn ExportHooks, g: &mut Graph, c: Component, h: String| {
+        if first_only {
+            hooks.first_token_representation(g, site(c), h)
+        } else {
+            hooks.representation(g, site(c), h)
+        }
+    };
+    let ctx = rep(hooks, g, Component::AttentionValueOutput, ctx)?;
     let a = linear(g, hooks, site(Component::Linear(LinearModule::AttentionOut)), &format!("{p}.attention.output.dense"), &layer.attn_out, &ctx)?;
-    let a = g.add(&a, &x);
+    let a = g.add(&a, &xq);
     let a = layer_norm(g, &format!("{p}.attention.output.LayerNorm"), &layer.attn_norm, &a)?;
-    let a = hooks.representation(g, site(Component::AttentionOutput), a)?;
+    let a = rep(hooks, g, Component::AttentionOutput, a)?;
     // MLP.
     let up = linear(g, hooks, site(Component::Linear(LinearModule::MlpUp)), &format!("{p}.intermediate.dense"), &layer.up, &a)?;
     let act = match cfg.hidden_act.as_str() {
@@ -97,12 +114,12 @@ fn emit_layer(bert: &Bert, g: &mut Graph, l: usize, layer: &Layer, h: String, bi
         "gelu_new" | "gelu_pytorch_tanh" => g.gelu_tanh(&up),
         _ => g.gelu_erf(&up),
     };
-    let act = hooks.representation(g, site(Component::MlpActivation), act)?;
+    let act = rep(hooks, g, Component::MlpActivation, act)?;
     let down = linear(g, hooks, site(Component::Linear(LinearModule::MlpDown)), &format!("{p}.output.dense"), &layer.down, &act)?;
-    let o = hooks.representation(g, site(Component::MlpOutput), down)?;
+    let o = rep(hooks, g, Component::MlpOutput, down)?;
     let out = g.add(&o, &a);
     let out = layer_norm(g, &format!("{p}.output.LayerNorm"), &layer.out_norm, &out)?;
-    hooks.representation(g, site(Component::BlockOutput), out)
+    rep(hooks, g, Component::BlockOutput, out)
 }
 
 /// The pretrained pooler on the first token, `tanh(W h[:,0] + b)`, when the checkpoint has one.

@@ -61,6 +61,30 @@ pub trait ExportHooks {
     fn linear_weight(&mut self, site: Site, weight: &Tensor) -> Result<Tensor>;
     /// A linear-module hook: `x` its input, `y` its output; add non-mergeable interventions.
     fn linear(&mut self, g: &mut Graph, site: Site, x: &str, y: String) -> Result<String>;
+    /// Whether layer `layer` may be emitted for the first token of each row alone (the graph
+    /// twin of `Hooks::first_token_suffices`): no hook there edits the layer's input. The
+    /// hooks after attention are then called through `first_token_representation`, and the
+    /// query's linear hook with the first tokens' input. The default answers no.
+    fn first_token_suffices(&self, _layer: usize) -> bool {
+        false
+    }
+    /// A representation hook on the first tokens alone, `h` `[batch, 1, hidden]`: each row's
+    /// position 0 is edited as the full hook would edit it.
+    fn first_token_representation(&mut self, g: &mut Graph, site: Site, h: String) -> Result<String> {
+        let _ = (g, site);
+        if self.first_token_suffices(site.layer.unwrap_or(0)) {
+            Ok(h)
+        } else {
+            Err(Error::Other(format!("internal: first-token states reached `{site}`, which has hooks")))
+        }
+    }
+}
+
+/// Column 0 of a `[batch, seq, ...]` value: `[batch, 1, ...]`.
+pub fn first_token(g: &mut Graph, x: &str) -> String {
+    let zero = g.const_i64("const_i64_0_1d", &[1], &[0]);
+    let one = g.const_i64("const_i64_1_1d", &[1], &[1]);
+    g.node("Slice", &[x, &zero, &one, &one], vec![])
 }
 
 /// How one intervention ended up in the graph.
@@ -202,6 +226,26 @@ impl ExportHooks for InterventionNodes<'_> {
         Ok(w)
     }
 
+    fn first_token_suffices(&self, layer: usize) -> bool {
+        !self.by_site.keys().any(|site| site.layer == Some(layer) && site.component == crate::hooks::Component::BlockInput)
+    }
+
+    /// The full hook's edit at position 0: the same Δ on the first-token states, with the
+    /// position mask's column 0 (so a row whose selected tokens exclude position 0, under
+    /// left padding for example, keeps its first token unedited, as the full graph would).
+    fn first_token_representation(&mut self, g: &mut Graph, site: Site, mut h: String) -> Result<String> {
+        let Some(list) = self.by_site.get(&site).cloned() else { return Ok(h) };
+        for i in list {
+            let positions = self.items.items[i].positions;
+            let mask = self.mask(g, positions);
+            let mask = first_token(g, &mask);
+            let delta = self.emit(g, i, &h)?;
+            let masked = g.mul(&delta, &mask);
+            h = g.add(&h, &masked);
+        }
+        Ok(h)
+    }
+
     fn linear(&mut self, g: &mut Graph, site: Site, x: &str, mut y: String) -> Result<String> {
         let Some(list) = self.by_site.get(&site).cloned() else { return Ok(y) };
         for i in list {
@@ -232,7 +276,11 @@ pub fn classifier_graph(backbone: &dyn Backbone, interventions: &Interventions, 
     g.reserve(LOGITS)?;
     let mask = g.node("Cast", &[ATTENTION_MASK], vec![("to", Attr::Int(tensor_proto::DataType::Float as i64))]);
     let mut hooks = InterventionNodes::new(interventions, &mask)?;
-    let hidden = backbone.to_onnx(&mut g, INPUT_IDS, &mask, &mut hooks)?;
+    // [CLS] pooling reads the first token alone, and the backbone may skip the rest.
+    let hidden = match head.pooling {
+        Pooling::Cls => backbone.to_onnx_first_token(&mut g, INPUT_IDS, &mask, &mut hooks)?,
+        Pooling::Mean => backbone.to_onnx(&mut g, INPUT_IDS, &mask, &mut hooks)?,
+    };
     let pooled = match head.pooling {
         Pooling::Cls => match backbone.pool_first_onnx(&mut g, &hidden)? {
             Some(p) => p,

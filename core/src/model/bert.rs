@@ -352,7 +352,11 @@ impl Backbone for Bert {
     }
 
     fn to_onnx(&self, g: &mut crate::export::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::export::ExportHooks) -> Result<String> {
-        crate::export::bert::emit(self, g, ids, mask, hooks)
+        crate::export::bert::emit(self, g, ids, mask, hooks, false)
+    }
+
+    fn to_onnx_first_token(&self, g: &mut crate::export::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::export::ExportHooks) -> Result<String> {
+        crate::export::bert::emit(self, g, ids, mask, hooks, true)
     }
 
     fn pool_first_onnx(&self, g: &mut crate::export::Graph, hidden: &str) -> Result<Option<String>> {
@@ -382,8 +386,8 @@ impl Backbone for Bert {
     }
 
     /// The last layer computes queries, attention output and feed-forward for the first
-    /// token alone (about 5/6 of that layer's work saved) when its hooks allow it: a hook
-    /// there that edits other tokens could change the keys and values the first token reads.
+    /// token alone (about 5/6 of that layer's work saved) when its hooks allow it: a hook on
+    /// the layer's input could change the keys and values the first token reads.
     fn forward_from_to_first_token(&self, mut h: Tensor, layer: usize, batch: &Batch, hooks: &dyn Hooks) -> Result<Tensor> {
         let n = self.layers.len();
         if n == 0 || layer >= n || !hooks.first_token_suffices(n - 1) {

@@ -11,9 +11,11 @@ pub trait Hooks {
     /// (possibly adjusted) output.
     fn linear(&self, site: Site, x: &Tensor, y: Tensor) -> Result<Tensor>;
     /// Whether layer `layer` may be computed for the first token of each row alone
-    /// (`Backbone::forward_from_to_first_token`): true when no hook there can change what
-    /// reaches that token except through the first token's own `block_output`, which the
-    /// backbone then calls with `[batch, 1, hidden]` states. The default answers no.
+    /// (`Backbone::forward_from_to_first_token`): true when no hook there edits what the
+    /// other tokens contribute (their keys and values). The backbone then calls the hooks
+    /// after attention, and the query's linear hook, with the first tokens' states
+    /// `[batch, 1, ...]`, which must be edited as position 0 of the full states would be.
+    /// The default answers no.
     fn first_token_suffices(&self, _layer: usize) -> bool {
         false
     }

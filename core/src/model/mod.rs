@@ -72,6 +72,12 @@ pub trait Backbone: HookSurface + Send + Sync {
         let _ = (g, ids, mask, hooks);
         Err(Error::Other(format!("architecture `{}` cannot be exported to ONNX yet", self.arch())))
     }
+    /// The ONNX twin of [`Backbone::forward_from_to_first_token`]: the final hidden states of
+    /// the first token alone, `[batch, 1, hidden]`. This default emits every token and slices.
+    fn to_onnx_first_token(&self, g: &mut crate::export::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::export::ExportHooks) -> Result<String> {
+        let hidden = self.to_onnx(g, ids, mask, hooks)?;
+        Ok(crate::export::first_token(g, &hidden))
+    }
     /// The ONNX twin of [`Backbone::pool_first`].
     fn pool_first_onnx(&self, _g: &mut crate::export::Graph, _hidden: &str) -> Result<Option<String>> {
         Ok(None)
