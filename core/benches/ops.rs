@@ -21,6 +21,8 @@ const EPS: f64 = 1e-12;
 
 struct Lin {
     w: Tensor,
+    /// The same `W`, stored `[in, out]` as the backbones hold it (`nn::Linear::into_gemm_layout`).
+    w_gemm: Tensor,
     b: Tensor,
 }
 
@@ -39,13 +41,16 @@ struct Layer {
 enum Path {
     /// `x.matmul(Wᵀ) + b`, `layer_norm_slow`, `candle_nn::ops::softmax`.
     Slow,
-    /// `ops::frozen_linear`, `ops::frozen_layer_norm`, `ops::softmax_last`.
+    /// `ops::frozen_linear` (weights in gemm layout), `ops::frozen_layer_norm`,
+    /// `ops::softmax_last`.
     Fused,
 }
 
 fn lin(rng: &mut SeededRng, out: usize, inp: usize) -> Lin {
+    let w = rng.normal((out, inp), 0.05, DType::F32, &Device::Cpu).unwrap();
     Lin {
-        w: rng.normal((out, inp), 0.05, DType::F32, &Device::Cpu).unwrap(),
+        w_gemm: w.t().unwrap().contiguous().unwrap().t().unwrap(),
+        w,
         b: rng.normal(out, 0.02, DType::F32, &Device::Cpu).unwrap(),
     }
 }
@@ -59,7 +64,7 @@ impl Path {
     fn linear(self, x: &Tensor, l: &Lin) -> Result<Tensor> {
         match self {
             Path::Slow => reft_core::nn::linear(x, &l.w, Some(&l.b)),
-            Path::Fused => ops::frozen_linear(x, &l.w, Some(&l.b)),
+            Path::Fused => ops::frozen_linear(x, &l.w_gemm, Some(&l.b)),
         }
     }
     fn norm(self, x: &Tensor, (g, b): &(Tensor, Tensor)) -> Result<Tensor> {
