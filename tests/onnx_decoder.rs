@@ -16,8 +16,7 @@ use reft_core::attach::Interventions;
 use reft_core::candle_core::{DType, Device};
 use reft_core::export::{export_causal_lm, CausalExportInput, ExportOptions, Source};
 use reft_core::generate::{generate, GenerateOptions, Sampling};
-use reft_core::hooks::HookPattern;
-use reft_core::intervention::{self, BuildSpec};
+use reft_core::intervention;
 use reft_core::model::tokenizer::{batch_from_ids, TextTokenizer};
 use reft_core::model::{self, Backbone, CausalLm, Hooks, NoHooks};
 use reft_core::rng::SeededRng;
@@ -202,24 +201,7 @@ fn interventions(backbone: &dyn Backbone) -> Interventions {
         ("lora", "{rank: 4, alpha: 8}", "layers[3].attention.query", "all"),
         ("noreft", "{rank: 2}", "layers[22].mlp_output", "l2"),
     ];
-    let mut rng = SeededRng::new(17);
-    let mut out = Interventions::default();
-    for (i, (kind, opts, hook, positions)) in specs.iter().enumerate() {
-        let options: reft_core::serde_yaml::Mapping = reft_core::serde_yaml::from_str(opts).unwrap();
-        let [site] = HookPattern::parse(hook).unwrap().resolve(backbone).unwrap()[..] else { panic!("{hook}") };
-        let (in_dim, out_dim) = backbone.component_dims(site.component).unwrap();
-        let mut spec = BuildSpec { options: &options, site, in_dim, out_dim, device: &Device::Cpu, dtype: DType::F32, rng: &mut rng };
-        let module = (intervention::find(kind).unwrap().build)(&mut spec).unwrap();
-        for v in module.state() {
-            if v.name.ends_with("signs") {
-                continue;
-            }
-            let t = rng.normal(v.var.shape().clone(), 0.1, DType::F32, &Device::Cpu).unwrap();
-            v.var.set(&t).unwrap();
-        }
-        out.push(&format!("{i}.{kind}"), site, positions.parse().unwrap(), module);
-    }
-    out
+    random_interventions(backbone, &specs, 17, 0.1)
 }
 
 #[test]

@@ -10,7 +10,7 @@ use common::*;
 use reft_core::attach::Interventions;
 use reft_core::candle_core::{DType, Device, Tensor, Var};
 use reft_core::export::{export_pipeline, ExportInput, ExportOptions, Graph, Source};
-use reft_core::hooks::{HookKind, HookPattern};
+use reft_core::hooks::HookKind;
 use reft_core::intervention::{self, BuildSpec, Ctx, Intervention, NamedVar, PluginFactory};
 use reft_core::model::{self, Backbone};
 use reft_core::recipe::Pooling;
@@ -303,27 +303,9 @@ fn register_test_plugins() {
     });
 }
 
-/// Build `(kind, options yaml, hook, positions)` interventions on `backbone`, every tensor
-/// set to random values (Householder signs excepted) so that no edit is trivially zero.
+/// `specs` built on `backbone`, every tensor random (`common::random_interventions`).
 fn build(backbone: &dyn Backbone, specs: &[(&str, &str, &str, &str)], seed: u64) -> Interventions {
-    let mut rng = SeededRng::new(seed);
-    let mut out = Interventions::default();
-    for (i, (kind, opts, hook, positions)) in specs.iter().enumerate() {
-        let options: serde_yaml::Mapping = serde_yaml::from_str(opts).unwrap();
-        let [site] = HookPattern::parse(hook).unwrap().resolve(backbone).unwrap()[..] else { panic!("{hook}") };
-        let (in_dim, out_dim) = backbone.component_dims(site.component).unwrap();
-        let mut spec = BuildSpec { options: &options, site, in_dim, out_dim, device: &Device::Cpu, dtype: DType::F32, rng: &mut rng };
-        let module = (intervention::find(kind).unwrap().build)(&mut spec).unwrap();
-        for v in module.state() {
-            if v.name.ends_with("signs") {
-                continue;
-            }
-            let t = rng.normal(v.var.shape().clone(), 0.05, DType::F32, &Device::Cpu).unwrap();
-            v.var.set(&t).unwrap();
-        }
-        out.push(&format!("{i}.{kind}"), site, positions.parse().unwrap(), module);
-    }
-    out
+    random_interventions(backbone, specs, seed, 0.05)
 }
 
 fn export_in_memory(backbone: &dyn Backbone, ivs: &Interventions, head: &ClassifierHead, out: &Path, opts: &ExportOptions) -> reft_core::Result<reft_core::export::ExportReport> {

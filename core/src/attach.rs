@@ -87,32 +87,7 @@ impl Interventions {
         for (i, a) in self.items.iter().enumerate() {
             let key = a.positions.to_string();
             if !selections.contains_key(&key) {
-                let rows: Vec<u32> = a
-                    .positions
-                    .mask_rows(scope)
-                    .iter()
-                    .flatten()
-                    .enumerate()
-                    .filter(|(_, &m)| m != 0.0)
-                    .map(|(flat, _)| flat as u32)
-                    .collect();
-                let n = rows.len();
-                let first: Vec<u32> = rows.iter().filter(|&&f| f as usize % s.max(1) == 0).map(|&f| f / s.max(1) as u32).collect();
-                let n_first = first.len();
-                let mask = a.positions.mask(scope, device)?.to_dtype(dtype)?.reshape((b, s, 1))?;
-                selections.insert(
-                    key.clone(),
-                    Selection {
-                        rows: Tensor::from_vec(rows, n, device)?,
-                        ones: Tensor::ones((1, n, 1), dtype, device)?,
-                        count: n,
-                        first_mask: mask.narrow(1, 0, 1.min(s))?,
-                        mask,
-                        first_rows: Tensor::from_vec(first, n_first, device)?,
-                        first_ones: Tensor::ones((1, n_first, 1), dtype, device)?,
-                        first_count: n_first,
-                    },
-                );
+                selections.insert(key.clone(), Selection::new(a.positions, scope, dtype, device)?);
             }
             by_site.entry(a.site).or_default().push((i, key));
         }
@@ -141,6 +116,27 @@ struct Selection {
     first_ones: Tensor,
     first_count: usize,
     first_mask: Tensor,
+}
+
+impl Selection {
+    fn new(positions: Positions, scope: &[Vec<u32>], dtype: DType, device: &Device) -> Result<Self> {
+        let (b, s) = (scope.len(), scope.first().map_or(0, Vec::len));
+        let flat: Vec<f32> = positions.mask_rows(scope).into_iter().flatten().collect();
+        let rows: Vec<u32> = flat.iter().enumerate().filter(|(_, &m)| m != 0.0).map(|(i, _)| i as u32).collect();
+        let first: Vec<u32> = rows.iter().filter(|&&i| i as usize % s.max(1) == 0).map(|&i| i / s.max(1) as u32).collect();
+        let (n, n_first) = (rows.len(), first.len());
+        let mask = Tensor::from_vec(flat, (b, s, 1), device)?.to_dtype(dtype)?;
+        Ok(Selection {
+            rows: Tensor::from_vec(rows, n, device)?,
+            ones: Tensor::ones((1, n, 1), dtype, device)?,
+            count: n,
+            first_mask: mask.narrow(1, 0, 1.min(s))?,
+            mask,
+            first_rows: Tensor::from_vec(first, n_first, device)?,
+            first_ones: Tensor::ones((1, n_first, 1), dtype, device)?,
+            first_count: n_first,
+        })
+    }
 }
 
 /// The hooks of one batch: the selected positions computed once, interventions by site.

@@ -100,3 +100,28 @@ pub fn onnx_checker(model: &Path) {
     );
     eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
 }
+
+/// Build `(kind, options yaml, hook, positions)` interventions on `backbone` from one seeded
+/// generator, every tensor then drawn from N(0, `std`) (Householder signs excepted) so that
+/// no edit is trivially zero.
+pub fn random_interventions(backbone: &dyn reft_core::model::Backbone, specs: &[(&str, &str, &str, &str)], seed: u64, std: f32) -> reft_core::attach::Interventions {
+    use reft_core::intervention::{self, BuildSpec};
+    let mut rng = reft_core::rng::SeededRng::new(seed);
+    let mut out = reft_core::attach::Interventions::default();
+    for (i, (kind, opts, hook, positions)) in specs.iter().enumerate() {
+        let options: serde_yaml::Mapping = serde_yaml::from_str(opts).unwrap();
+        let [site] = reft_core::hooks::HookPattern::parse(hook).unwrap().resolve(backbone).unwrap()[..] else { panic!("{hook}") };
+        let (in_dim, out_dim) = backbone.component_dims(site.component).unwrap();
+        let mut spec = BuildSpec { options: &options, site, in_dim, out_dim, device: &Device::Cpu, dtype: DType::F32, rng: &mut rng };
+        let module = (intervention::find(kind).unwrap().build)(&mut spec).unwrap();
+        for v in module.state() {
+            if v.name.ends_with("signs") {
+                continue;
+            }
+            let t = rng.normal(v.var.shape().clone(), std, DType::F32, &Device::Cpu).unwrap();
+            v.var.set(&t).unwrap();
+        }
+        out.push(&format!("{i}.{kind}"), site, positions.parse().unwrap(), module);
+    }
+    out
+}

@@ -170,6 +170,20 @@ impl<'a> InterventionNodes<'a> {
         m
     }
 
+    /// `h' = h + m ⊙ Δ(h)` for each intervention at `site` (unedited positions keep `h`
+    /// exactly); with `first_token_only`, `h` holds position 0 alone and `m` is cut to it.
+    fn edit(&mut self, g: &mut Graph, site: Site, mut h: String, first_token_only: bool) -> Result<String> {
+        let Some(list) = self.by_site.get(&site).cloned() else { return Ok(h) };
+        for i in list {
+            let mask = self.mask(g, self.items.items[i].positions);
+            let mask = if first_token_only { first_token(g, &mask) } else { mask };
+            let delta = self.emit(g, i, &h)?;
+            let masked = g.mul(&delta, &mask);
+            h = g.add(&h, &masked);
+        }
+        Ok(h)
+    }
+
     fn emit(&self, g: &mut Graph, i: usize, input: &str) -> Result<String> {
         let a = &self.items.items[i];
         g.scoped(&format!("interventions.{}", a.name), |g| a.module.to_onnx(g, input)).map_err(|e| match e {
@@ -195,17 +209,8 @@ impl<'a> InterventionNodes<'a> {
 }
 
 impl ExportHooks for InterventionNodes<'_> {
-    fn representation(&mut self, g: &mut Graph, site: Site, mut h: String) -> Result<String> {
-        let Some(list) = self.by_site.get(&site).cloned() else { return Ok(h) };
-        for i in list {
-            let positions = self.items.items[i].positions;
-            let mask = self.mask(g, positions);
-            let delta = self.emit(g, i, &h)?;
-            // h' = h + m ⊙ Δ(h): unedited positions keep h exactly.
-            let masked = g.mul(&delta, &mask);
-            h = g.add(&h, &masked);
-        }
-        Ok(h)
+    fn representation(&mut self, g: &mut Graph, site: Site, h: String) -> Result<String> {
+        self.edit(g, site, h, false)
     }
 
     fn linear_weight(&mut self, site: Site, weight: &Tensor) -> Result<Tensor> {
@@ -233,17 +238,8 @@ impl ExportHooks for InterventionNodes<'_> {
     /// The full hook's edit at position 0: the same Δ on the first-token states, with the
     /// position mask's column 0 (so a row whose selected tokens exclude position 0, under
     /// left padding for example, keeps its first token unedited, as the full graph would).
-    fn first_token_representation(&mut self, g: &mut Graph, site: Site, mut h: String) -> Result<String> {
-        let Some(list) = self.by_site.get(&site).cloned() else { return Ok(h) };
-        for i in list {
-            let positions = self.items.items[i].positions;
-            let mask = self.mask(g, positions);
-            let mask = first_token(g, &mask);
-            let delta = self.emit(g, i, &h)?;
-            let masked = g.mul(&delta, &mask);
-            h = g.add(&h, &masked);
-        }
-        Ok(h)
+    fn first_token_representation(&mut self, g: &mut Graph, site: Site, h: String) -> Result<String> {
+        self.edit(g, site, h, true)
     }
 
     fn linear(&mut self, g: &mut Graph, site: Site, x: &str, mut y: String) -> Result<String> {
