@@ -5,7 +5,6 @@
 //!
 //! (Run `reft setup` first: the recipe's model comes from reft's cache.)
 
-use reft_core::attach::Interventions;
 use reft_core::candle_core::{DType, Device};
 use reft_core::collect::Collector;
 use reft_core::hooks::{HookPattern, HookSurface};
@@ -30,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = Device::Cpu;
     let backbone = model::load(&plan.model_dir, DType::F32, &device)?;
     let tokenizer = model::load_tokenizer(&plan.model_dir)?;
-    let interventions = Interventions::build(&plan, &device, DType::F32, plan.recipe.recipe.train.seed)?;
+    let interventions = plan.build_interventions(&device, DType::F32, plan.recipe.recipe.train.seed)?;
 
     let batch = tokenizer.batch(&[text.as_str()], Some(64), &device)?;
     let rng = RefCell::new(SeededRng::new(0));

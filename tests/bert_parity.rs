@@ -111,8 +111,8 @@ fn sentence_embeddings_reproduce_the_known_answer() {
 /// must agree to rounding; a padded batch, so the key mask must be applied the same way.
 #[test]
 fn first_token_shortcut_equals_the_full_forward() {
-    use reft_core::attach::Interventions;
-    use reft_core::positions::Positions;
+    use reft_core::intervention::attach::Interventions;
+    use reft_core::hooks::positions::Positions;
     use reft_core::rng::SeededRng;
     use std::cell::RefCell;
 

@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use reft_core::adapter;
-use reft_core::attach::Interventions;
+use reft_core::intervention::attach::Interventions;
 use reft_core::candle_core::{DType, Device};
 use reft_core::generate::{generate, GenerateOptions, Sampling};
 use reft_core::model::{self, tokenizer::batch_from_ids, NoHooks};
@@ -77,7 +77,7 @@ fn loss_falls_within_a_few_updates_and_same_seed_same_run() {
     println!("losses: {la:?}");
     assert_eq!(la.len(), 9);
     assert_eq!(la, lb, "same seed, different losses");
-    let sha = |d: &str| reft_core::assets::sha256_file(&tmp.path().join(d).join(adapter::WEIGHTS_FILE)).unwrap();
+    let sha = |d: &str| reft_assets::sha256_file(&tmp.path().join(d).join(adapter::WEIGHTS_FILE)).unwrap();
     assert_eq!(sha("a"), sha("b"));
     // 20 pairs in batches of 8, 8 and 4: updates 1-3 see the whole set once, 7-9 a third time.
     let (first, last) = (la[..3].iter().sum::<f64>() / 3.0, la[6..].iter().sum::<f64>() / 3.0);
@@ -127,7 +127,7 @@ fn adapter_round_trip_gives_the_in_memory_greedy_tokens() {
     let backbone = model::load(&plan.model_dir, DType::F32, &dev).unwrap();
     let tok = model::load_tokenizer(&plan.model_dir).unwrap();
     let set = train::encode_file(&plan, "train", plan.recipe.recipe.data.as_ref().unwrap().train.as_str(), &tok, backbone.as_causal_lm(), &mut Silent).unwrap();
-    let iv = Interventions::build(&plan, &dev, DType::F32, 5).unwrap();
+    let iv = plan.build_interventions(&dev, DType::F32, 5).unwrap();
     let params: Vec<_> = adapter::named_tensors(&iv, None).into_iter().filter(|(_, v)| v.trainable).collect();
     let mut opt = AdamW::new(&params, 0.0).unwrap();
     let model = CausalLmModel::new(backbone.as_ref(), &iv, DType::F32, &dev).unwrap();

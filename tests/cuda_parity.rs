@@ -30,7 +30,7 @@ mod common;
 
 use anyhow::{anyhow, bail, Context, Result};
 use reft_core::adapter;
-use reft_core::attach::Interventions;
+use reft_core::intervention::attach::Interventions;
 use reft_core::candle_core::{backprop::GradStore, DType, Device, Tensor};
 use reft_core::intervention::NamedVar;
 use reft_core::model::{self, tokenizer::batch_from_ids, Backbone, Batch, PrefixCache};
@@ -158,7 +158,7 @@ const OPS: &[OpCheck] = &[
         let ids = Tensor::new(&[[2u32, 7, 9, 3], [2, 49, 3, 0]], d)?;
         let max = ids.flatten_all()?.max(0)?.to_dtype(DType::F32)?;
         let e = table.index_select(&ids.flatten_all()?, 0)?.reshape((2, 4, 8))?;
-        let mask = reft_core::positions::Positions::All.mask(&[vec![1, 1, 1, 1], vec![1, 1, 1, 0]], d)?.reshape((2, 4, 1))?;
+        let mask = reft_core::hooks::positions::Positions::All.mask(&[vec![1, 1, 1, 1], vec![1, 1, 1, 0]], d)?.reshape((2, 4, 1))?;
         let dropped = reft_core::rng::dropout(&e.broadcast_mul(&mask)?, 0.1, &mut SeededRng::new(21))?;
         Ok(vec![max, dropped])
     }),
@@ -393,7 +393,7 @@ impl Trainee {
         let dtype = DType::F32;
         let backbone = model::load(&plan.model_dir, dtype, device).with_context(|| format!("loading the model on {}", device_name(device)))?;
         let mut init = SeededRng::new(r.train.seed);
-        let interventions = Interventions::build(plan, device, dtype, init.next_u64())
+        let interventions = plan.build_interventions(device, dtype, init.next_u64())
             .with_context(|| format!("building the interventions on {}", device_name(device)))?;
         let head = ClassifierHead::new(backbone.hidden_size(), r.task.num_labels, r.task.pooling, &mut init.fork(), dtype, device)?;
         let params = adapter::named_tensors(&interventions, Some(&head)).into_iter().filter(|(_, v)| v.trainable).collect();
@@ -646,7 +646,7 @@ fn parity_2_minilm_shaped_bert() {
 
 #[test]
 fn parity_3_real_minilm_if_present() {
-    let dir = reft_core::assets::minilm_dir(&reft_core::assets::cache_dir());
+    let dir = reft_assets::minilm_dir(&reft_assets::cache_dir());
     if !dir.join("model.safetensors").exists() {
         println!("\n== real all-MiniLM-L6-v2: not in {} (run `reft setup` to include it); skipped", dir.display());
         return;

@@ -6,11 +6,11 @@
 mod common;
 
 use common::*;
-use reft_core::attach::Interventions;
+use reft_core::intervention::attach::Interventions;
 use reft_core::candle_core::{DType, Device, Tensor};
 use reft_core::hooks::{Component, Site};
 use reft_core::model::{self, Backbone};
-use reft_core::positions::Positions;
+use reft_core::hooks::positions::Positions;
 use reft_core::rng::SeededRng;
 use std::cell::RefCell;
 

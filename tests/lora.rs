@@ -43,7 +43,7 @@ fn peft_adapter_reproduces_peft_and_merges_exactly() {
 
     let tmp = tempfile::tempdir().unwrap();
     let merged_dir = tmp.path().join("merged");
-    let report = reft_core::merge::merge(&loaded, &merged_dir).unwrap();
+    let report = reft_core::adapter::merge::merge(&loaded, &merged_dir).unwrap();
     assert_eq!(report.merged.len(), 12);
     let merged = model::load(&merged_dir, DType::F32, &Device::Cpu).unwrap();
 
@@ -147,7 +147,7 @@ fn cli_merge_collect_and_errors() {
 #[test]
 fn lora_and_loreft_train_together() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = reft_core::assets::movie_reviews_dir(&reft_core::assets::cache_dir());
+    let data = reft_assets::movie_reviews_dir(&reft_assets::cache_dir());
     for (split, count) in [("train", 192), ("dev", 96)] {
         let text = std::fs::read_to_string(data.join(format!("{split}.tsv"))).expect("run `reft setup` first");
         let head: String = text.lines().take(count + 1).map(|l| format!("{l}\n")).collect();

@@ -5,12 +5,12 @@
 mod common;
 
 use common::*;
-use reft_core::attach::Interventions;
+use reft_core::intervention::attach::Interventions;
 use reft_core::candle_core::{DType, Device, Var};
 use reft_core::collect::Collector;
 use reft_core::hooks::{Component, Site};
 use reft_core::model::{self, tokenizer::batch_from_ids};
-use reft_core::positions::Positions;
+use reft_core::hooks::positions::Positions;
 use reft_core::rng::SeededRng;
 use reft_plugins::common::{activation::Activation, rotation::Rotation};
 use reft_plugins::reft::{LowRankReft, Projection, Variant};

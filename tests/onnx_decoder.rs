@@ -12,9 +12,10 @@
 mod common;
 
 use common::*;
-use reft_core::attach::Interventions;
+use reft_core::intervention::attach::Interventions;
 use reft_core::candle_core::{DType, Device};
-use reft_core::export::{export_causal_lm, CausalExportInput, ExportOptions, Source};
+use reft_core::deploy::Source;
+use reft_core::export::{export_causal_lm, CausalExportInput, ExportOptions};
 use reft_core::generate::{generate, GenerateOptions, Sampling};
 use reft_core::intervention;
 use reft_core::model::tokenizer::{batch_from_ids, TextTokenizer};
@@ -147,9 +148,9 @@ fn base_model_pipeline_matches_candle_and_passes_the_checker() {
     let mut dec = OrtDecoder::load(dir, None).unwrap();
     assert_eq!(dec.spec.task, "causal_lm");
     let d = &dec.lm.decoder;
-    assert_eq!((d.num_layers, d.num_heads, d.num_kv_heads, d.head_dim, d.vocab_size), (30, 9, 3, 64, 49152));
-    assert_eq!(d.eos_token_ids, vec![2]);
-    assert!(d.tied_embeddings && d.chat_template.as_deref().is_some_and(|t| t.contains("<|im_start|>")));
+    assert_eq!((d.geometry.num_layers, d.geometry.num_heads, d.geometry.num_kv_heads, d.geometry.head_dim, d.geometry.vocab_size), (30, 9, 3, 64, 49152));
+    assert_eq!(d.geometry.eos_token_ids, vec![2]);
+    assert!(d.geometry.tied_embeddings && d.chat_template.as_deref().is_some_and(|t| t.contains("<|im_start|>")));
     let worst = compare_prompts(f, &mut dec, None, "base");
     eprintln!("base: worst relative prefill logit difference {worst:.1e}");
 

@@ -7,9 +7,11 @@
 mod common;
 
 use common::*;
-use reft_core::attach::Interventions;
+use reft_core::intervention::attach::Interventions;
 use reft_core::candle_core::{DType, Device, Tensor, Var};
-use reft_core::export::{export_pipeline, ExportInput, ExportOptions, Graph, Source};
+use reft_core::deploy::Source;
+use reft_core::export::{export_pipeline, ExportInput, ExportOptions};
+use reft_core::onnx::Graph;
 use reft_core::hooks::HookKind;
 use reft_core::intervention::{self, BuildSpec, Ctx, Intervention, NamedVar, PluginFactory};
 use reft_core::model::{self, Backbone};
@@ -24,7 +26,7 @@ const TOLERANCE: f32 = 1e-4;
 
 /// Texts spread over the dev set (every 23rd line), plus a long one that is truncated.
 fn sample_texts(n: usize) -> Vec<String> {
-    let dev = reft_core::assets::movie_reviews_file(&reft_core::assets::cache_dir(), "dev");
+    let dev = reft_assets::movie_reviews_file(&reft_assets::cache_dir(), "dev");
     let text = std::fs::read_to_string(&dev).expect("run `reft setup` first");
     let mut out: Vec<String> = text.lines().skip(1).step_by(23).take(n.saturating_sub(1)).map(|l| l.splitn(3, '\t').nth(2).unwrap_or("").to_string()).collect();
     out.push("An absolutely wonderful, moving and beautifully shot film ".repeat(12));
@@ -58,7 +60,7 @@ fn compare(clf: &ClassifierModel, pipe: &mut OrtPipeline, texts: &[String]) -> (
 
 /// A data slice: the first `n` training lines and `m` dev lines spread over the file.
 fn small_data(dir: &Path, n: usize, m: usize) -> (PathBuf, PathBuf) {
-    let data = reft_core::assets::movie_reviews_dir(&reft_core::assets::cache_dir());
+    let data = reft_assets::movie_reviews_dir(&reft_assets::cache_dir());
     let train = std::fs::read_to_string(data.join("train.tsv")).expect("run `reft setup` first");
     let dev = std::fs::read_to_string(data.join("dev.tsv")).unwrap();
     let head = |t: &str, k: usize, step: usize| -> String {
@@ -82,7 +84,7 @@ fn every_recipe_in_configs_exports_and_matches_candle() {
 #[test]
 #[ignore]
 fn whole_dev_set_parity() {
-    let dev = reft_core::assets::movie_reviews_file(&reft_core::assets::cache_dir(), "dev");
+    let dev = reft_assets::movie_reviews_file(&reft_assets::cache_dir(), "dev");
     let text = std::fs::read_to_string(&dev).expect("run `reft setup` first");
     let mut texts: Vec<String> = text.lines().skip(1).map(|l| l.splitn(3, '\t').nth(2).unwrap_or("").to_string()).collect();
     texts.push("An absolutely wonderful, moving and beautifully shot film ".repeat(12));
@@ -428,9 +430,10 @@ fn a_plugin_without_export_is_named_in_the_error() {
 
 #[test]
 fn position_masks_in_the_graph_match_mask_rows_with_any_padding() {
-    use reft_core::export::proto::tensor_proto::DataType;
-    use reft_core::export::{model_of, position_mask, value_info, Attr};
-    use reft_core::positions::Positions;
+    use reft_core::onnx::proto::tensor_proto::DataType;
+    use reft_core::export::position_mask;
+    use reft_core::onnx::{model_of, value_info, Attr};
+    use reft_core::hooks::positions::Positions;
     // Right padding, short rows, left padding, an all-padding row, a full row.
     let rows: Vec<Vec<u32>> = vec![
         vec![1, 1, 1, 1, 0, 0, 0],
@@ -455,7 +458,7 @@ fn position_masks_in_the_graph_match_mask_rows_with_any_padding() {
             vec![value_info("mask", DataType::Float, &[Err("batch"), Err("sequence"), Ok(1)])],
             "position mask",
         );
-        let (shape, got) = reft_core::runtime::ort::run_model_i64(&reft_core::export::model_bytes(&model), &[("attention_mask", vec![b, s], flat.clone())], "mask").unwrap();
+        let (shape, got) = reft_core::runtime::ort::run_model_i64(&reft_core::onnx::model_bytes(&model), &[("attention_mask", vec![b, s], flat.clone())], "mask").unwrap();
         assert_eq!(shape, vec![b, s, 1]);
         let want: Vec<f32> = p.mask_rows(&rows).into_iter().flatten().collect();
         assert_eq!(got, want, "{text}");

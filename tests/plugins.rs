@@ -12,19 +12,6 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 
-const PLUGIN_FILE: &str = "libreft_plugin_gated_steering.so";
-
-/// The example plugin library next to this test binary (target/<profile>/deps), where
-/// cargo puts a dev-dependency's cdylib, or one folder up where it uplifts workspace members.
-fn plugin_library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    [deps.join(PLUGIN_FILE), deps.parent().unwrap().join(PLUGIN_FILE)]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{PLUGIN_FILE} was not built next to {}: it is a dev-dependency, so `cargo test` builds it", deps.display()))
-}
-
 /// A copy of the plugin with the 4 bytes at `offset` past the header's magic replaced, as a
 /// plugin built for another ABI or by another build would carry.
 fn patched_copy(dir: &Path, name: &str, offset: usize, bytes: &[u8]) -> PathBuf {
@@ -118,7 +105,7 @@ fn probabilities(stdout: &str) -> Vec<Vec<f64>> {
 #[test]
 fn example_plugin_trains_saves_reloads_and_exports() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = reft_core::assets::movie_reviews_dir(&reft_core::assets::cache_dir());
+    let data = reft_assets::movie_reviews_dir(&reft_assets::cache_dir());
     // The files are sorted by label: take rows spread over each, so both labels appear.
     for (split, count) in [("train", 320), ("dev", 128)] {
         let text = std::fs::read_to_string(data.join(format!("{split}.tsv"))).expect("run `reft setup` first");

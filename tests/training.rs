@@ -10,7 +10,7 @@ use std::process::Command;
 /// A recipe training LoReFT r4 at layers 4 and 5 on the first `n` training and 128 dev
 /// examples of the real data, written into `dir`.
 fn small_recipe(dir: &Path, n: usize, lr: f64) -> PathBuf {
-    let data = reft_core::assets::movie_reviews_dir(&reft_core::assets::cache_dir());
+    let data = reft_assets::movie_reviews_dir(&reft_assets::cache_dir());
     for (split, count) in [("train", n), ("dev", 128)] {
         let text = std::fs::read_to_string(data.join(format!("{split}.tsv"))).expect("run `reft setup` first");
         let head: String = text.lines().take(count + 1).map(|l| format!("{l}\n")).collect();
@@ -36,7 +36,7 @@ fn train(recipe: &Path, out: &Path, extra: &[&str]) -> (bool, String, String) {
 }
 
 fn sha(path: &Path) -> String {
-    reft_core::assets::sha256_file(path).unwrap()
+    reft_assets::sha256_file(path).unwrap()
 }
 
 fn summary(run: &Path) -> serde_json::Value {

@@ -48,3 +48,21 @@ pub fn save_safetensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -
         .map_err(|e| Error::Other(format!("cannot serialise tensors for {}: {e}", path.display())))?;
     write_atomic(path, &bytes)
 }
+
+/// Lower-case hex SHA-256 of a file's bytes, read in 1 MiB pieces (adapters record their
+/// weights' hash; the setup tool checks downloads against pinned ones).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -5,10 +5,11 @@
 
 pub mod adapter;
 pub mod alloc;
-pub mod assets;
-pub mod attach;
+pub mod batch;
+pub mod cache;
 pub mod collect;
 pub mod data;
+pub mod deploy;
 pub mod device;
 pub mod error;
 pub mod export;
@@ -16,12 +17,11 @@ pub mod generate;
 pub mod hooks;
 pub mod intervention;
 pub mod io;
-pub mod merge;
 pub mod model;
 pub mod nn;
+pub mod onnx;
 pub mod ops;
 pub mod plugin;
-pub mod positions;
 pub mod recipe;
 pub mod rng;
 pub mod runtime;

@@ -51,21 +51,7 @@ impl Linear {
     }
 }
 
-/// `x Wᵀ + b` for `x` of any rank `[..., in]` and `W` `[out, in]`, differentiable with respect
-/// to all three (the op for trainable weights; frozen ones use [`ops::frozen_linear`]).
-pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let in_dim = *dims.last().expect("linear input has at least one dim");
-    let rows = x.elem_count() / in_dim.max(1);
-    let y = x.reshape((rows, in_dim))?.matmul(&weight.t()?)?;
-    let y = match bias {
-        Some(b) => y.broadcast_add(b)?,
-        None => y,
-    };
-    let mut out_dims = dims;
-    *out_dims.last_mut().unwrap() = weight.dim(0)?;
-    y.reshape(out_dims)
-}
+pub use crate::ops::linear;
 
 /// LayerNorm over the last dim with a frozen scale and shift, differentiable with respect to
 /// its input ([`ops::frozen_layer_norm`]; `Var` parameters fall back to the slow path, which
@@ -86,4 +72,20 @@ impl LayerNorm {
 /// Softmax over the last dim, differentiable (unlike candle's `softmax_last_dim`).
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     ops::softmax_last(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    #[test]
+    fn linear_module_uses_the_frozen_path() {
+        let randn = |seed: u64, shape: &[usize]| crate::rng::SeededRng::new(seed).normal(shape, 1.0, DType::F64, &Device::Cpu).unwrap();
+        let m = Linear::new(randn(1, &[8, 16]), Some(randn(2, &[8])));
+        let x = Var::from_tensor(&randn(3, &[5, 16])).unwrap();
+        let g = m.forward(&x).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(g.get(&x).is_some());
+        assert!(g.get(&m.weight).is_none() && g.get(m.bias.as_ref().unwrap()).is_none());
+    }
 }

@@ -83,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let batch = tokenizer.batch(&refs, Some(args.max_length), &device)?;
 
     let built = match &plan {
-        Some(p) => Some(reft_core::attach::Interventions::build(p, &device, candle_core::DType::F32, p.recipe.recipe.train.seed)?),
+        Some(p) => Some(p.build_interventions(&device, candle_core::DType::F32, p.recipe.recipe.train.seed)?),
         None => None,
     };
     let interventions = built.as_ref().or(loaded.as_ref().map(|l| &l.interventions));

@@ -2,7 +2,7 @@
 //! `reft export --model PATH --out PIPE`: a decoder without an adapter, as a causal-LM pipeline.
 
 use reft_core::adapter;
-use reft_core::export::pipeline::OrtOptions;
+use reft_core::deploy::OrtOptions;
 use reft_core::export::{export_adapter, export_base_model, ExportOptions};
 use std::path::PathBuf;
 
@@ -78,7 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(d) => {
             println!(
                 "graphs       prefill {} nodes, decode step {} nodes, opset {}; {} layers, KV cache {} x [batch, {}, positions, {}]",
-                report.nodes, report.decode_nodes, report.spec.opset, d.num_layers, d.num_layers * 2, d.num_kv_heads, d.head_dim
+                report.nodes, report.decode_nodes, report.spec.opset, d.geometry.num_layers, d.geometry.num_layers * 2, d.geometry.num_kv_heads, d.geometry.head_dim
             );
             println!("generate     reft generate --runtime ort --pipeline {} \"PROMPT\"", report.dir.display());
         }

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use reft_core::adapter;
-use reft_core::attach::Interventions;
+use reft_core::intervention::attach::Interventions;
 use reft_core::generate::{generate, GenerateOptions, Generation, Sampling, StopReason, TextStream};
 use reft_core::model::llama::{ChatMessage, ChatTemplate};
 use reft_core::model::tokenizer::TextTokenizer;
@@ -111,7 +111,7 @@ impl Session {
                 let path = args
                     .model
                     .clone()
-                    .unwrap_or_else(|| reft_core::assets::smollm2_dir(&reft_core::assets::cache_dir()));
+                    .unwrap_or_else(|| reft_assets::smollm2_dir(&reft_assets::cache_dir()));
                 (model::load(&path, candle_core::DType::F32, &device)?, None, path)
             }
         };

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use reft_core::data::{read_examples, Format};
-use reft_core::export::pipeline::OrtOptions;
+use reft_core::deploy::OrtOptions;
 use reft_core::runtime::ort::softmax;
 use reft_core::runtime::OrtPipeline;
 use reft_core::task::classification::argmax;
@@ -55,7 +55,7 @@ pub fn evaluate(pipe: &mut OrtPipeline, data: &std::path::Path, text_column: &st
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let overrides = if args.optimization.is_some() || args.intra_threads.is_some() || args.no_spinning {
-        let spec = reft_core::export::PipelineSpec::read(&args.pipeline)?;
+        let spec = reft_core::deploy::PipelineSpec::read(&args.pipeline)?;
         Some(OrtOptions {
             graph_optimization_level: args.optimization.clone().unwrap_or(spec.ort.graph_optimization_level),
             intra_op_threads: args.intra_threads.unwrap_or(spec.ort.intra_op_threads),

@@ -1,6 +1,6 @@
 //! `reft merge`: fold a LoRA adapter into the base model's weights.
 
-use reft_core::{adapter, merge};
+use reft_core::adapter::{self, merge};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]

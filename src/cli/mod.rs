@@ -8,6 +8,7 @@ mod format;
 mod generate;
 mod generate_ort;
 mod infer;
+mod install;
 mod merge;
 mod plot;
 mod plugins;
@@ -42,6 +43,8 @@ enum Command {
     Run(run::Args),
     /// Fetch the default model, data and ONNX Runtime into reft's cache folder.
     Setup(setup::Args),
+    /// Install this reft and the shared libraries it runs on under a prefix (PREFIX/bin, PREFIX/lib).
+    Install(install::Args),
     /// List the registered intervention plugins.
     Plugins(plugins::Args),
     /// Validate a recipe and print its plan: hooks, positions, plugins, trainable parameters.
@@ -73,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(a) => run::run(a),
         Command::Setup(a) => setup::run(a),
+        Command::Install(a) => install::run(a),
         Command::Plugins(a) => plugins::run(a),
         Command::Check(a) => check::run(a),
         Command::Collect(a) => collect::run(a),

@@ -4,7 +4,6 @@
 
 use super::train::RecipeArgs;
 use reft_core::adapter;
-use reft_core::assets::{self, SetupOptions};
 use reft_core::export::{export_adapter, ExportOptions};
 use reft_core::runtime::OrtPipeline;
 
@@ -19,7 +18,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     // Idempotent: a complete cache costs a marker check per asset.
-    assets::setup(&SetupOptions::new(assets::cache_dir()), &mut |line: &str| eprintln!("{line}"))?;
+    super::setup::fetch_defaults()?;
     let trained = super::train::train_and_report(super::train::Args::for_run(args.recipe))?;
     if args.no_export {
         return Ok(());

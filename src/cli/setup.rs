@@ -1,6 +1,6 @@
 //! `reft setup`: fetch the model, data and ONNX Runtime into the cache.
 
-use reft_core::assets::{self, Asset, SetupOptions};
+use reft_assets::{self as assets, Asset, SetupOptions};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -31,19 +31,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     opts.offline = args.offline;
     opts.force = args.force;
+    let everything = args.assets.is_empty();
     let report = assets::setup(&opts, &mut |line: &str| eprintln!("{line}"))?;
     for a in &report.assets {
         println!("{:<14} {}", a.asset.name(), a.path.display());
     }
-    // Python `onnx`, for ONNX's own checker on exported graphs (tests/onnx_export.rs).
-    // Optional: without python3/pip, export and inference still work.
-    if args.assets.is_empty() {
-        match assets::install_python_onnx(&opts.cache, opts.offline)? {
-            assets::PythonOnnx::AlreadyInstalled(p) | assets::PythonOnnx::Installed(p) => {
-                println!("{:<14} {} (onnx {}; PYTHONPATH for the ONNX checker)", "python-onnx", p.display(), assets::PYTHON_ONNX_VERSION)
-            }
-            assets::PythonOnnx::Skipped(why) => eprintln!("note: python onnx (for the ONNX checker) not installed: {why}"),
-        }
+    if everything {
+        install_checker(&opts);
     }
     Ok(())
+}
+
+/// What `reft run` fetches before it trains: exactly what a plain `reft setup` fetches (every
+/// default asset and the Python `onnx` checker), so that the README's test command passes
+/// right after its main job on a fresh machine.
+pub fn fetch_defaults() -> anyhow::Result<()> {
+    let opts = SetupOptions::new(assets::cache_dir());
+    assets::setup(&opts, &mut |line: &str| eprintln!("{line}"))?;
+    install_checker(&opts);
+    Ok(())
+}
+
+/// Python `onnx`, for ONNX's own checker on exported graphs (tests/onnx_export.rs).
+/// Optional: without python3/pip, export and inference still work, so a failure is a note.
+fn install_checker(opts: &SetupOptions) {
+    match assets::install_python_onnx(&opts.cache, opts.offline) {
+        Ok(assets::PythonOnnx::AlreadyInstalled(p) | assets::PythonOnnx::Installed(p)) => {
+            eprintln!("{:<14} {} (onnx {}; PYTHONPATH for the ONNX checker)", "python-onnx", p.display(), assets::PYTHON_ONNX_VERSION)
+        }
+        Ok(assets::PythonOnnx::Skipped(why)) => eprintln!("note: python onnx (for the ONNX checker) not installed: {why}"),
+        Err(e) => eprintln!("note: python onnx (for the ONNX checker) not installed: {e}"),
+    }
 }

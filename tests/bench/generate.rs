@@ -14,7 +14,7 @@
 
 use reft_core::candle_core::{DType, Device};
 use reft_core::export::{export_base_model, ExportOptions};
-use reft_core::export::pipeline::OrtOptions;
+use reft_core::deploy::OrtOptions;
 use reft_core::generate::{generate, GenerateOptions, Generation, Sampling};
 use reft_core::model::{self, tokenizer::batch_from_ids, NoHooks};
 use reft_core::runtime::OrtDecoder;
@@ -34,7 +34,7 @@ fn options() -> GenerateOptions {
 }
 
 fn model_path() -> PathBuf {
-    let p = reft_core::assets::smollm2_gguf(&reft_core::assets::cache_dir());
+    let p = reft_assets::smollm2_gguf(&reft_assets::cache_dir());
     if !p.is_file() {
         eprintln!("SmolLM2 is not in the cache ({}): run `reft setup` first", p.display());
         std::process::exit(2);

@@ -8,10 +8,11 @@
 //! (median sequences/s). Inputs are real training texts cut to exactly 64 tokens. Medians
 //! after a warm-up; the machine is shared and noisy, so compare medians.
 
-use reft_core::attach::Interventions;
+use reft_core::intervention::attach::Interventions;
 use reft_core::candle_core::{DType, Device};
-use reft_core::export::pipeline::OrtOptions;
-use reft_core::export::{export_pipeline, ExportInput, ExportOptions, Source};
+use reft_core::deploy::OrtOptions;
+use reft_core::deploy::Source;
+use reft_core::export::{export_pipeline, ExportInput, ExportOptions};
 use reft_core::model::{self, tokenizer::batch_from_ids};
 use reft_core::recipe::{LoadedRecipe, Plan};
 use reft_core::rng::SeededRng;
@@ -39,7 +40,7 @@ struct Setup {
 fn setup() -> Setup {
     let plan = Plan::new(LoadedRecipe::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(RECIPE)).unwrap()).unwrap();
     let backbone = model::load(&plan.model_dir, DType::F32, &Device::Cpu).unwrap();
-    let interventions = Interventions::build(&plan, &Device::Cpu, DType::F32, 1).unwrap();
+    let interventions = plan.build_interventions(&Device::Cpu, DType::F32, 1).unwrap();
     let head = ClassifierHead::new(384, 2, plan.recipe.recipe.task.pooling, &mut SeededRng::new(2), DType::F32, &Device::Cpu).unwrap();
     Setup { backbone, interventions, head, model_dir: plan.model_dir.clone() }
 }

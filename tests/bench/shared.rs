@@ -22,9 +22,9 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// `batch` texts of the real training data, each exactly `len` tokens (texts are joined
 /// until long enough, then cut), so every run has the same shape and no padding.
 pub fn fixed_batch(batch: usize, len: usize) -> Vec<Vec<u32>> {
-    let dir = reft_core::assets::minilm_dir(&reft_core::assets::cache_dir());
+    let dir = reft_assets::minilm_dir(&reft_assets::cache_dir());
     let tok = model::load_tokenizer(&dir).expect("run `reft setup` first");
-    let data = reft_core::assets::movie_reviews_file(&reft_core::assets::cache_dir(), "train");
+    let data = reft_assets::movie_reviews_file(&reft_assets::cache_dir(), "train");
     let text = std::fs::read_to_string(data).expect("run `reft setup` first");
     let mut texts = text.lines().skip(1).map(|l| l.splitn(3, '\t').nth(2).unwrap_or("").to_string());
     (0..batch)

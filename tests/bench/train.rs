@@ -6,7 +6,7 @@
 //! Each figure runs in a fresh process so its peak RSS (VmHWM) is its own. Times are
 //! medians over repeated runs after a warm-up; the machine is noisy, so compare medians.
 
-use reft_core::attach::Interventions;
+use reft_core::intervention::attach::Interventions;
 use reft_core::candle_core::{DType, Device, Tensor};
 use reft_core::model::{self, tokenizer::batch_from_ids, Batch, PrefixCache};
 use reft_core::recipe::{LoadedRecipe, Plan};
@@ -40,7 +40,7 @@ struct Setup {
 fn setup(recipe: &str) -> Setup {
     let plan = Plan::new(LoadedRecipe::load(&repo().join(recipe)).unwrap()).unwrap();
     let backbone = model::load(&plan.model_dir, DType::F32, &Device::Cpu).unwrap();
-    let interventions = Interventions::build(&plan, &Device::Cpu, DType::F32, 1).unwrap();
+    let interventions = plan.build_interventions(&Device::Cpu, DType::F32, 1).unwrap();
     let head = ClassifierHead::new(384, 2, plan.recipe.recipe.task.pooling, &mut SeededRng::new(2), DType::F32, &Device::Cpu).unwrap();
     Setup { plan, backbone, interventions, head }
 }
@@ -152,7 +152,7 @@ fn bench_step_causal() {
     let idx: Vec<usize> = (0..plan.recipe.recipe.train.batch_size.min(set.len())).collect();
     let rows: Vec<Vec<u32>> = idx.iter().map(|&i| set.ids[i].clone()).collect();
     let batch = batch_from_ids(&rows, tok.pad_id(), &dev).unwrap();
-    let interventions = Interventions::build(&plan, &dev, DType::F32, 1).unwrap();
+    let interventions = plan.build_interventions(&dev, DType::F32, 1).unwrap();
     let model = CausalLmModel::new(backbone.as_ref(), &interventions, DType::F32, &dev).unwrap();
     let params: Vec<_> = reft_core::adapter::named_tensors(&interventions, None).into_iter().filter(|(_, v)| v.trainable).collect();
     let mut opt = AdamW::new(&params, 0.0).unwrap();

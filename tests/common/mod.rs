@@ -13,7 +13,7 @@ use reft_plugins as _;
 /// The real all-MiniLM-L6-v2 folder, fetched by `reft setup`. Tests that need it fail
 /// with a clear message when it is missing: they are not skipped.
 pub fn minilm_dir() -> PathBuf {
-    let dir = reft_core::assets::minilm_dir(&reft_core::assets::cache_dir());
+    let dir = reft_assets::minilm_dir(&reft_assets::cache_dir());
     assert!(
         dir.join("model.safetensors").exists(),
         "the real MiniLM model is not in {} — run `cargo run --release -- setup` first",
@@ -61,19 +61,32 @@ pub fn run_reft(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+pub const PLUGIN_FILE: &str = "libreft_plugin_gated_steering.so";
+
+/// The example plugin library next to this test binary (target/<profile>/deps), where
+/// cargo puts a dev-dependency's cdylib, or one folder up where it uplifts workspace members.
+pub fn plugin_library() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    [deps.join(PLUGIN_FILE), deps.parent().unwrap().join(PLUGIN_FILE)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{PLUGIN_FILE} was not built next to {}: it is a dev-dependency, so `cargo test` builds it", deps.display()))
+}
+
 /// The SmolLM2-135M-Instruct GGUF file that `reft setup` installs, or `None` (the test
 /// returns early, with a note) when it is not in the cache, unless REFT_REQUIRE_ASSETS=1
 /// (CI), where a missing file fails the test.
 pub fn smollm2_gguf() -> Option<PathBuf> {
-    let cache = reft_core::assets::cache_dir();
-    let path = reft_core::assets::smollm2_gguf(&cache);
-    if reft_core::assets::is_installed(&cache, reft_core::assets::Asset::SmolLm2) && path.is_file() {
+    let cache = reft_assets::cache_dir();
+    let path = reft_assets::smollm2_gguf(&cache);
+    if reft_assets::is_installed(&cache, reft_assets::Asset::SmolLm2) && path.is_file() {
         return Some(path);
     }
     assert!(
-        !reft_core::assets::assets_required(),
+        !reft_assets::assets_required(),
         "{}=1 but SmolLM2 is not in {} — run `cargo run --release -- setup` first",
-        reft_core::assets::REQUIRE_ASSETS_ENV,
+        reft_assets::REQUIRE_ASSETS_ENV,
         cache.display()
     );
     eprintln!("note: SmolLM2 not in {}; test skipped (run `reft setup`)", cache.display());
@@ -88,7 +101,7 @@ pub fn onnx_checker(model: &Path) {
         eprintln!("skipping ONNX's checker: no `{python}` on this machine");
         return;
     }
-    let site = reft_core::assets::python_dir(&reft_core::assets::cache_dir());
+    let site = reft_assets::python_dir(&reft_assets::cache_dir());
     let script = "import sys, onnx\nm = onnx.load(sys.argv[1])\nonnx.checker.check_model(m, full_check=True)\nprint('checked', len(m.graph.node), 'nodes, opset', m.opset_import[0].version)";
     let out = std::process::Command::new(&python).env("PYTHONPATH", &site).args(["-c", script]).arg(model).output().unwrap();
     assert!(
@@ -104,10 +117,10 @@ pub fn onnx_checker(model: &Path) {
 /// Build `(kind, options yaml, hook, positions)` interventions on `backbone` from one seeded
 /// generator, every tensor then drawn from N(0, `std`) (Householder signs excepted) so that
 /// no edit is trivially zero.
-pub fn random_interventions(backbone: &dyn reft_core::model::Backbone, specs: &[(&str, &str, &str, &str)], seed: u64, std: f32) -> reft_core::attach::Interventions {
+pub fn random_interventions(backbone: &dyn reft_core::model::Backbone, specs: &[(&str, &str, &str, &str)], seed: u64, std: f32) -> reft_core::intervention::attach::Interventions {
     use reft_core::intervention::{self, BuildSpec};
     let mut rng = reft_core::rng::SeededRng::new(seed);
-    let mut out = reft_core::attach::Interventions::default();
+    let mut out = reft_core::intervention::attach::Interventions::default();
     for (i, (kind, opts, hook, positions)) in specs.iter().enumerate() {
         let options: serde_yaml::Mapping = serde_yaml::from_str(opts).unwrap();
         let [site] = reft_core::hooks::HookPattern::parse(hook).unwrap().resolve(backbone).unwrap()[..] else { panic!("{hook}") };

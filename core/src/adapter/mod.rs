@@ -5,12 +5,13 @@
 
 mod fingerprint;
 mod manifest;
+pub mod merge;
 pub mod peft;
 
 pub use fingerprint::fingerprint;
 pub use manifest::{HeadEntry, InterventionEntry, Manifest, ModelEntry, TaskEntry, FORMAT, FORMAT_VERSION};
 
-use crate::attach::Interventions;
+use crate::intervention::attach::Interventions;
 use crate::error::{Error, Result};
 use crate::hooks::{HookPattern, HookSurface};
 use crate::intervention::{self, BuildSpec, NamedVar};
@@ -50,7 +51,7 @@ pub fn save(dir: &Path, manifest: &Manifest, interventions: &Interventions, head
     let weights = dir.join(WEIGHTS_FILE);
     crate::io::save_safetensors_atomic(&tensors, &weights)?;
     let mut m = manifest.clone();
-    m.weights_sha256 = crate::assets::sha256_file(&weights).map_err(|e| Error::Other(e.to_string()))?;
+    m.weights_sha256 = crate::io::sha256_file(&weights).map_err(|e| Error::io(&weights, e))?;
     m.tensors = tensors.iter().map(|(k, t)| (k.clone(), t.dims().to_vec())).collect();
     let text = serde_yaml::to_string(&m).map_err(|e| Error::Other(format!("cannot write the manifest: {e}")))?;
     crate::io::write_atomic(&dir.join(MANIFEST_FILE), text.as_bytes())
@@ -126,7 +127,7 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
     // Shapes, then values.
     let weights_path = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
-    let actual = crate::assets::sha256_file(&weights_path).map_err(|e| Error::Other(e.to_string()))?;
+    let actual = crate::io::sha256_file(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
     if !manifest.weights_sha256.is_empty() && actual != manifest.weights_sha256 {
         return Err(Error::model(&weights_path, "does not match the hash recorded in adapter.yaml (a partial copy or a different run?)"));
     }

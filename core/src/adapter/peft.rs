@@ -5,7 +5,7 @@
 //! gives, so `eval`, `predict` and `collect` take either; writing lets PEFT load what we train.
 
 use super::{HeadEntry, InterventionEntry, Loaded, Manifest, ModelEntry, FORMAT, FORMAT_VERSION};
-use crate::attach::Interventions;
+use crate::intervention::attach::Interventions;
 use crate::error::{Error, Result};
 use crate::hooks::{HookSurface, Site};
 use crate::intervention::{self, BuildSpec};
@@ -67,8 +67,8 @@ fn pattern_value<T: Copy>(patterns: &BTreeMap<String, T>, path: &str) -> Option<
     })
 }
 
-/// Where the base model is: `--model`, else `base_model_name_or_path` if it is a folder, else
-/// our cached copy when the name is the model `reft setup` installs.
+/// Where the base model is: `--model`, else `base_model_name_or_path` if it is a folder.
+/// A hub name is never guessed into a local folder: the user says which copy to use.
 fn base_model_dir(cfg: &PeftConfig, model_override: Option<&Path>, dir: &Path) -> Result<PathBuf> {
     if let Some(p) = model_override {
         return Ok(p.to_path_buf());
@@ -77,10 +77,6 @@ fn base_model_dir(cfg: &PeftConfig, model_override: Option<&Path>, dir: &Path) -
     let local = PathBuf::from(&name);
     if !name.is_empty() && local.join("config.json").is_file() {
         return Ok(local);
-    }
-    let cached = crate::assets::minilm_dir(&crate::assets::cache_dir());
-    if name.rsplit('/').next() == cached.file_name().and_then(|n| n.to_str()) {
-        return Ok(cached);
     }
     Err(Error::model(dir, format!(
         "the PEFT adapter names base model `{name}`, which is not a local folder: pass --model DIR"
@@ -181,7 +177,7 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
             positions: "all".into(),
             options,
         });
-        interventions.push(&name, *site, crate::positions::Positions::All, module);
+        interventions.push(&name, *site, crate::hooks::positions::Positions::All, module);
     }
 
     let head = match head {

@@ -1,13 +1,16 @@
 //! The causal-LM pipeline folder: `prefill.onnx` and `decode.onnx` sharing
 //! `weights.onnx.data`, `tokenizer.json`, and `pipeline.yaml` with its `decoder:` section.
 
-use super::decoder::{decoder_graph, Stage, PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE};
-use super::pipeline::{
-    DecoderSpec, ExportOptions, ExportReport, PipelineSpec, Source, CAUSAL_LM_FORMAT_VERSION, DECODE_FILE, FORMAT,
-    PIPELINE_FILE, PREFILL_FILE, TASK_CAUSAL_LM, TOKENIZER_FILE, WEIGHTS_FILE,
+use super::decoder::{decoder_graph, Stage};
+use crate::onnx::decoder::{PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE};
+use crate::onnx::proto;
+use super::pipeline::{ExportOptions, ExportReport};
+use crate::deploy::{
+    DecoderSpec, PipelineSpec, Source, CAUSAL_LM_FORMAT_VERSION, DECODE_FILE, FORMAT, PIPELINE_FILE, PREFILL_FILE, TASK_CAUSAL_LM,
+    TOKENIZER_FILE, WEIGHTS_FILE,
 };
-use super::shared_data::SharedData;
-use crate::attach::Interventions;
+use crate::onnx::shared_data::SharedData;
+use crate::intervention::attach::Interventions;
 use crate::error::{Error, Result};
 use crate::model::llama::ChatTemplate;
 use crate::model::CausalLm;
@@ -106,7 +109,7 @@ pub fn export_causal_lm(input: &CausalExportInput, out: &Path, opts: &ExportOpti
         labels: Vec::new(),
         max_length: geo.max_positions,
         pad_id: tok.pad_id(),
-        opset: super::proto::OPSET,
+        opset: proto::OPSET,
         inputs: prefill_inputs,
         outputs: prefill_outputs,
         ort: opts.ort.clone(),
@@ -118,20 +121,13 @@ pub fn export_causal_lm(input: &CausalExportInput, out: &Path, opts: &ExportOpti
             weights: WEIGHTS_FILE.into(),
             decode_inputs: decode.inputs,
             decode_outputs: decode.outputs,
-            num_layers: geo.num_layers,
-            hidden_size: geo.hidden_size,
-            num_heads: geo.num_heads,
-            num_kv_heads: geo.num_kv_heads,
-            head_dim: geo.head_dim,
-            vocab_size: geo.vocab_size,
-            max_positions: geo.max_positions,
-            eos_token_ids: geo.eos_token_ids,
-            tied_embeddings: geo.tied_embeddings,
+            geometry: geo,
             past_key: PAST_KEY.into(),
             past_value: PAST_VALUE.into(),
             present_key: PRESENT_KEY.into(),
             present_value: PRESENT_VALUE.into(),
             chat_template,
+            unknown: Default::default(),
         }),
     };
     let yaml = serde_yaml::to_string(&spec).map_err(|e| Error::Other(format!("cannot write pipeline.yaml: {e}")))?;

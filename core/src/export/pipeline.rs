@@ -1,218 +1,17 @@
-//! The deployment pipeline folder: `model.onnx` (plus `model.onnx.data` past 2 GB),
-//! `tokenizer.json` and `pipeline.yaml`, which says how to feed and read the graph.
+//! Writing a deployment pipeline folder ([`crate::deploy`] defines its format): a
+//! classification adapter as `model.onnx` (plus `model.onnx.data` past 2 GB),
+//! `tokenizer.json` and `pipeline.yaml`; causal-LM adapters go to [`super::lm_pipeline`].
 
 use super::lm_pipeline::{export_causal_lm, CausalExportInput};
-use super::{classifier_graph, model_proto, write_model, ExportedIntervention, ATTENTION_MASK, INPUT_IDS, LOGITS};
+use super::{classifier_graph, model_proto};
+use crate::deploy::*;
+use crate::onnx::{proto, write_model, ATTENTION_MASK, EXTERNAL_DATA_THRESHOLD, INPUT_IDS, LOGITS};
 use crate::adapter::Loaded;
-use crate::attach::Interventions;
+use crate::intervention::attach::Interventions;
 use crate::model::Backbone;
 use crate::task::classification::ClassifierHead;
 use crate::error::{Error, Result};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-pub const FORMAT: &str = "reft-pipeline";
-/// The newest format this reft reads. Classification pipelines are still written as v1
-/// (any reft reads them); causal-LM pipelines (`decoder:` section) are v2, which an older
-/// reft refuses by version rather than with an unknown-field error.
-pub const FORMAT_VERSION: u32 = 2;
-pub const CLASSIFICATION_FORMAT_VERSION: u32 = 1;
-pub const CAUSAL_LM_FORMAT_VERSION: u32 = 2;
-pub const PIPELINE_FILE: &str = "pipeline.yaml";
-pub const MODEL_FILE: &str = "model.onnx";
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
-/// A causal-LM pipeline's graphs and the weights they share.
-pub const PREFILL_FILE: &str = "prefill.onnx";
-pub const DECODE_FILE: &str = "decode.onnx";
-pub const WEIGHTS_FILE: &str = "weights.onnx.data";
-pub const TASK_CLASSIFICATION: &str = "classification";
-pub const TASK_CAUSAL_LM: &str = "causal_lm";
-
-/// ONNX Runtime session options, as `pipeline.yaml` records them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct OrtOptions {
-    /// `disable`, `basic`, `extended` or `all` (ONNX Runtime's graph optimisation levels).
-    #[serde(default = "default_level")]
-    pub graph_optimization_level: String,
-    /// Threads inside one operator; 0 lets ONNX Runtime pick (one per physical core).
-    #[serde(default)]
-    pub intra_op_threads: usize,
-    /// Threads across independent operators; 0 lets ONNX Runtime pick.
-    #[serde(default)]
-    pub inter_op_threads: usize,
-    /// Whether idle intra-op threads spin waiting for work (ONNX Runtime's default). Spinning
-    /// lowers latency on an idle machine and costs a lot on a busy, shared one.
-    #[serde(default = "default_true")]
-    pub intra_op_spinning: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_level() -> String {
-    "all".into()
-}
-
-impl Default for OrtOptions {
-    fn default() -> Self {
-        OrtOptions { graph_optimization_level: default_level(), intra_op_threads: 0, inter_op_threads: 0, intra_op_spinning: true }
-    }
-}
-
-pub const OPTIMIZATION_LEVELS: [&str; 4] = ["disable", "basic", "extended", "all"];
-
-/// A graph input or output: its name in the graph and what it holds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Port {
-    pub name: String,
-    pub dtype: String,
-    pub shape: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Source {
-    pub adapter: String,
-    pub base_model: String,
-    pub base_model_fingerprint: String,
-}
-
-/// `pipeline.yaml`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PipelineSpec {
-    pub format: String,
-    pub format_version: u32,
-    pub reft_version: String,
-    pub task: String,
-    /// The graph file, relative to the pipeline folder.
-    pub model: String,
-    /// The tokenizer, relative to the pipeline folder.
-    pub tokenizer: String,
-    /// Label names, by logit index.
-    pub labels: Vec<String>,
-    /// Texts are truncated to this many tokens (special tokens included).
-    pub max_length: usize,
-    /// The id padding positions get (their attention mask is 0).
-    pub pad_id: u32,
-    pub opset: i64,
-    pub inputs: Vec<Port>,
-    pub outputs: Vec<Port>,
-    #[serde(default)]
-    pub ort: OrtOptions,
-    pub interventions: Vec<ExportedIntervention>,
-    /// `int8` when the frozen linear modules were quantized (`reft export --quantize int8`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quantize: Option<String>,
-    pub source: Source,
-    /// `task: causal_lm` only: the decode-step graph, the cache layout and the generation
-    /// settings (`model`, `inputs` and `outputs` above then describe the prefill graph).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decoder: Option<DecoderSpec>,
-}
-
-/// The `decoder:` section of a causal-LM pipeline (docs/export.md, "Decoders").
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DecoderSpec {
-    /// The decode-step graph, relative to the folder.
-    pub decode_model: String,
-    /// The external data file both graphs read their weights from.
-    pub weights: String,
-    pub decode_inputs: Vec<Port>,
-    pub decode_outputs: Vec<Port>,
-    pub num_layers: usize,
-    pub hidden_size: usize,
-    pub num_heads: usize,
-    pub num_kv_heads: usize,
-    pub head_dim: usize,
-    pub vocab_size: usize,
-    /// Prompt + generated tokens at most (the RoPE tables in the graphs end there).
-    pub max_positions: usize,
-    /// Generation stops at any of these.
-    pub eos_token_ids: Vec<u32>,
-    /// Whether the LM head is the embedding matrix (stored once).
-    pub tied_embeddings: bool,
-    /// Cache tensor names, `{i}` the layer: `[batch, num_kv_heads, positions, head_dim]`
-    /// float32, keys after RoPE; a step's `present` is the next step's `past`.
-    pub past_key: String,
-    pub past_value: String,
-    pub present_key: String,
-    pub present_value: String,
-    /// The model's Jinja chat template, as the model file has it (`reft generate --chat`
-    /// reads its ChatML parameters, as with the candle model).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chat_template: Option<String>,
-}
-
-impl PipelineSpec {
-    pub fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join(PIPELINE_FILE);
-        if !path.exists() {
-            return Err(Error::model(dir, format!("not a reft pipeline folder: no {PIPELINE_FILE} (write one with `reft export`)")));
-        }
-        let spec: PipelineSpec = crate::io::read_yaml(&path, "pipeline.yaml")?;
-        if spec.format != FORMAT || spec.format_version > FORMAT_VERSION {
-            return Err(Error::model(&path, format!(
-                "pipeline format `{}` v{} is not one this reft reads ({FORMAT} v{FORMAT_VERSION})",
-                spec.format, spec.format_version
-            )));
-        }
-        spec.ort.validate().map_err(|m| Error::model(&path, m))?;
-        match (spec.task.as_str(), &spec.decoder) {
-            (TASK_CLASSIFICATION, None) => {}
-            (TASK_CAUSAL_LM, Some(d)) => d.validate().map_err(|m| Error::model(&path, format!("decoder: {m}")))?,
-            (TASK_CAUSAL_LM, None) => return Err(Error::model(&path, "task causal_lm without a `decoder:` section")),
-            (TASK_CLASSIFICATION, Some(_)) => return Err(Error::model(&path, "a classification pipeline with a `decoder:` section")),
-            (other, _) => return Err(Error::model(&path, format!("task `{other}` is not one this reft runs ({TASK_CLASSIFICATION}, {TASK_CAUSAL_LM})"))),
-        }
-        Ok(spec)
-    }
-}
-
-impl DecoderSpec {
-    /// Sizes in range and cache names that name a layer, so a hand-edited or corrupt file
-    /// fails here, by key, rather than inside ONNX Runtime.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        crate::model::check_sizes(&[
-            ("num_layers", self.num_layers),
-            ("hidden_size", self.hidden_size),
-            ("num_heads", self.num_heads),
-            ("num_kv_heads", self.num_kv_heads),
-            ("head_dim", self.head_dim),
-            ("vocab_size", self.vocab_size),
-            ("max_positions", self.max_positions),
-        ])?;
-        for (key, pattern) in [("past_key", &self.past_key), ("past_value", &self.past_value), ("present_key", &self.present_key), ("present_value", &self.present_value)] {
-            if !pattern.contains("{i}") {
-                return Err(format!("{key} `{pattern}` has no `{{i}}` for the layer number"));
-            }
-        }
-        if let Some(id) = self.eos_token_ids.iter().find(|&&i| i as usize >= self.vocab_size) {
-            return Err(format!("eos token id {id} is outside the vocabulary of {}", self.vocab_size));
-        }
-        Ok(())
-    }
-}
-
-impl OrtOptions {
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if !OPTIMIZATION_LEVELS.contains(&self.graph_optimization_level.as_str()) {
-            return Err(format!(
-                "ort.graph_optimization_level `{}` is not one of {}",
-                self.graph_optimization_level,
-                OPTIMIZATION_LEVELS.join(", ")
-            ));
-        }
-        if self.intra_op_threads > 1024 || self.inter_op_threads > 1024 {
-            return Err("ort thread counts must be at most 1024".into());
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
@@ -226,7 +25,7 @@ pub struct ExportOptions {
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        ExportOptions { ort: OrtOptions::default(), external_data_threshold: super::EXTERNAL_DATA_THRESHOLD, quantize: None }
+        ExportOptions { ort: OrtOptions::default(), external_data_threshold: EXTERNAL_DATA_THRESHOLD, quantize: None }
     }
 }
 
@@ -352,7 +151,7 @@ pub fn export_pipeline(input: &ExportInput, out: &Path, opts: &ExportOptions) ->
         labels,
         max_length,
         pad_id: tok.pad_id(),
-        opset: super::proto::OPSET,
+        opset: proto::OPSET,
         inputs: vec![port(INPUT_IDS, "int64", &["batch", "sequence"]), port(ATTENTION_MASK, "int64", &["batch", "sequence"])],
         outputs: vec![port(LOGITS, "float32", &["batch", &num_labels.to_string()])],
         ort: opts.ort.clone(),

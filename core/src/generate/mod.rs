@@ -7,6 +7,9 @@
 mod sampling;
 mod stream;
 
+#[cfg(test)]
+mod tests;
+
 pub use sampling::{argmax, Sampler, Sampling};
 pub use stream::TextStream;
 

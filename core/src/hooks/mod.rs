@@ -7,10 +7,14 @@
 //! [`HookPattern::resolve`] checks it against a backbone and expands it into [`Site`]s.
 
 mod component;
+mod forward;
 mod pattern;
+pub mod positions;
 
 pub use component::{Component, HookKind, LinearModule};
+pub use forward::{Hooks, NoHooks};
 pub use pattern::{HookPattern, LayerSelector};
+pub use positions::Positions;
 
 use std::fmt;
 

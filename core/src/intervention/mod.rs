@@ -5,6 +5,7 @@
 //! `h' = h + m ⊙ (Φ(h) − h)`. At a linear-module hook (LoRA's kind) it returns a term added
 //! to the module's output as a function of the module's input.
 
+pub mod attach;
 mod registry;
 mod spec;
 
@@ -93,7 +94,7 @@ pub trait Intervention: Send + Sync {
     /// still compile; `reft export` then fails with this message.
     ///
     /// [`merged_weight_delta`]: Intervention::merged_weight_delta
-    fn to_onnx(&self, g: &mut crate::export::Graph, input: &str) -> Result<String> {
+    fn to_onnx(&self, g: &mut crate::onnx::Graph, input: &str) -> Result<String> {
         let _ = (g, input);
         Err(crate::Error::Plugin(format!(
             "plugin `{}` cannot be exported to ONNX: it does not implement `Intervention::to_onnx` \

@@ -22,7 +22,7 @@ pub trait CausalLm: Send + Sync {
     /// only; with an empty cache this is [`super::Backbone::forward`].
     fn forward_cached(&self, batch: &Batch, cache: &mut KvCache, hooks: &dyn Hooks) -> Result<Tensor>;
     /// The ONNX export of this decoder (prefill and decode-step graphs), if it has one.
-    fn onnx_decoder(&self) -> Option<&dyn crate::export::DecoderExport> {
+    fn onnx_decoder(&self) -> Option<&dyn crate::onnx::DecoderExport> {
         None
     }
 }

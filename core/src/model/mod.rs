@@ -6,36 +6,18 @@ mod kv_cache;
 pub mod llama;
 mod prefix;
 pub use prefix::PrefixCache;
-mod hooks;
 pub mod safetensors_file;
 pub mod tokenizer;
 
 pub use causal::CausalLm;
-pub use hooks::{Hooks, NoHooks};
+pub use crate::batch::Batch;
+pub use crate::hooks::{Hooks, NoHooks};
 pub use kv_cache::KvCache;
 
 use crate::error::{Error, Result};
 use crate::hooks::{Component, HookSurface};
 use candle_core::{DType, Device, Tensor};
 use std::path::{Path, PathBuf};
-
-/// A tokenised, padded batch as a backbone consumes it.
-#[derive(Debug, Clone)]
-pub struct Batch {
-    /// `[batch, seq]` u32 token ids.
-    pub input_ids: Tensor,
-    /// `[batch, seq]` 1 on real tokens, 0 on padding, as host rows (for position masks)…
-    pub attention_rows: Vec<Vec<u32>>,
-    /// …and as a `[batch, seq]` f32 tensor on the model's device.
-    pub attention_mask: Tensor,
-}
-
-impl Batch {
-    pub fn dims(&self) -> (usize, usize) {
-        let d = self.input_ids.dims();
-        (d[0], d[1])
-    }
-}
 
 /// What every backbone offers: a forward pass that calls hooks at each hook point.
 pub trait Backbone: HookSurface + Send + Sync {
@@ -68,18 +50,18 @@ pub trait Backbone: HookSurface + Send + Sync {
     /// The ONNX twin of [`Backbone::forward`]: nodes from int64 `ids` and the float
     /// attention `mask` (both `[batch, seq]`) to the final hidden states, calling `hooks` at
     /// each hook point. Returns the hidden states' value name.
-    fn to_onnx(&self, g: &mut crate::export::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::export::ExportHooks) -> Result<String> {
+    fn to_onnx(&self, g: &mut crate::onnx::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::onnx::ExportHooks) -> Result<String> {
         let _ = (g, ids, mask, hooks);
         Err(Error::Other(format!("architecture `{}` cannot be exported to ONNX yet", self.arch())))
     }
     /// The ONNX twin of [`Backbone::forward_from_to_first_token`]: the final hidden states of
     /// the first token alone, `[batch, 1, hidden]`. This default emits every token and slices.
-    fn to_onnx_first_token(&self, g: &mut crate::export::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::export::ExportHooks) -> Result<String> {
+    fn to_onnx_first_token(&self, g: &mut crate::onnx::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::onnx::ExportHooks) -> Result<String> {
         let hidden = self.to_onnx(g, ids, mask, hooks)?;
-        Ok(crate::export::first_token(g, &hidden))
+        Ok(crate::onnx::first_token(g, &hidden))
     }
     /// The ONNX twin of [`Backbone::pool_first`].
-    fn pool_first_onnx(&self, _g: &mut crate::export::Graph, _hidden: &str) -> Result<Option<String>> {
+    fn pool_first_onnx(&self, _g: &mut crate::onnx::Graph, _hidden: &str) -> Result<Option<String>> {
         Ok(None)
     }
     /// The same model as a causal LM (next-token logits, KV-cached decoding), if it is one.

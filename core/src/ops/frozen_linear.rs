@@ -13,7 +13,6 @@
 
 use super::kernels::Real;
 use super::pool_gemm::{gemm_on_pool, Operand};
-use crate::nn::linear;
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor};
 
 /// `x Wᵀ + b` for `x` `[..., in]` and a frozen `W` `[out, in]`, `b` `[out]`, differentiable
@@ -152,4 +151,20 @@ impl CustomOp1 for FrozenLinear {
         };
         Ok(Some(gx))
     }
+}
+
+/// `x Wᵀ + b` for `x` of any rank `[..., in]` and `W` `[out, in]`, differentiable with respect
+/// to all three (the op for trainable weights; frozen ones use [`frozen_linear`]).
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let in_dim = *dims.last().expect("linear input has at least one dim");
+    let rows = x.elem_count() / in_dim.max(1);
+    let y = x.reshape((rows, in_dim))?.matmul(&weight.t()?)?;
+    let y = match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    let mut out_dims = dims;
+    *out_dims.last_mut().unwrap() = weight.dim(0)?;
+    y.reshape(out_dims)
 }

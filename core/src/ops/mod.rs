@@ -19,7 +19,7 @@ mod layer_norm;
 mod pool_gemm;
 mod softmax;
 
-pub use frozen_linear::frozen_linear;
+pub use frozen_linear::{frozen_linear, linear};
 pub use gelu::gelu_erf;
 pub use layer_norm::frozen_layer_norm;
 pub use softmax::{scaled_masked_softmax, softmax_last};

@@ -2,7 +2,6 @@
 //! differences (f64), alone and composed.
 
 use super::*;
-use crate::nn::linear;
 use crate::rng::SeededRng;
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 
@@ -125,15 +124,6 @@ fn frozen_linear_inference_and_fallback_dtypes() {
     // f16 is not fused: it takes the general path and gives exactly its answer.
     let (xh, wh) = (x.to_dtype(DType::F16).unwrap(), w.to_dtype(DType::F16).unwrap());
     assert_eq!(max_abs_diff(&frozen_linear(&xh, &wh, None).unwrap(), &linear(&xh, &wh, None).unwrap()), 0.0);
-}
-
-#[test]
-fn linear_module_uses_the_frozen_path() {
-    let m = crate::nn::Linear::new(randn(1, &[8, 16], 0.5, DType::F64), Some(randn(2, &[8], 1.0, DType::F64)));
-    let x = Var::from_tensor(&randn(3, &[5, 16], 1.0, DType::F64)).unwrap();
-    let g = m.forward(&x).unwrap().sum_all().unwrap().backward().unwrap();
-    assert!(g.get(&x).is_some());
-    assert!(g.get(&m.weight).is_none() && g.get(m.bias.as_ref().unwrap()).is_none());
 }
 
 // ---------------------------------------------------------------- layer norm

@@ -1,6 +1,6 @@
 //! Expanding the paths a recipe names: `~`, `$VAR`/`${VAR}`, and relative paths.
 
-use crate::assets;
+use crate::cache;
 use std::path::{Path, PathBuf};
 
 /// Expand `~` and environment variables, then resolve a relative result against `base`
@@ -32,7 +32,7 @@ pub fn expand(text: &str, base: &Path) -> Result<PathBuf, String> {
         }
         let value = match std::env::var(name) {
             Ok(v) => v,
-            Err(_) if name == "REFT_CACHE" => assets::cache_dir().display().to_string(),
+            Err(_) if name == "REFT_CACHE" => cache::cache_dir().display().to_string(),
             Err(_) => return Err(format!("environment variable `{name}` is not set (used in `{text}`)")),
         };
         out.push_str(&value);

@@ -4,9 +4,10 @@
 use super::LoadedRecipe;
 use crate::error::{Error, Location, Result};
 use crate::hooks::{HookKind, HookPattern, HookSurface, Site};
+use crate::intervention::attach::Interventions;
 use crate::intervention::{self, BuildSpec, Intervention, PluginFactory};
 use crate::model::{self, ModelInfo};
-use crate::positions::Positions;
+use crate::hooks::positions::Positions;
 use crate::rng::SeededRng;
 use candle_core::{DType, Device};
 use std::path::PathBuf;
@@ -258,5 +259,20 @@ fn option_error(recipe: &LoadedRecipe, i: usize, spec: &super::InterventionSpec,
     match key {
         Some(k) => recipe.error_at_key(&format!("interventions[{i}].{k}"), message),
         None => recipe.error_at(&format!("interventions[{i}]"), message),
+    }
+}
+
+impl Plan {
+    /// Build every planned intervention, attached to its hook ([`Interventions`]). Each
+    /// draws its initial weights from its own fork of the seed, in plan order, so the same
+    /// recipe and seed give the same weights.
+    pub fn build_interventions(&self, device: &Device, dtype: DType, seed: u64) -> Result<Interventions> {
+        let mut rng = SeededRng::new(seed);
+        let mut built = Interventions::default();
+        for p in &self.interventions {
+            let mut own = rng.fork();
+            built.push(&p.name, p.site, p.positions, p.build(device, dtype, &mut own)?);
+        }
+        Ok(built)
     }
 }

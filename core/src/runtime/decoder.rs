@@ -8,9 +8,9 @@
 
 use super::ort::{ort_err, session_from_file};
 use crate::error::{Error, Result};
-use crate::export::decoder::layer_name;
-use crate::export::pipeline::{DecoderSpec, OrtOptions, PipelineSpec, TASK_CAUSAL_LM};
-use crate::export::{ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS};
+use crate::onnx::decoder::layer_name;
+use crate::deploy::{DecoderSpec, OrtOptions, PipelineSpec, TASK_CAUSAL_LM};
+use crate::onnx::{ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS};
 use crate::generate::{run_generation, GenerateOptions, Generation, Step};
 use crate::model::llama::ChatTemplate;
 use crate::model::tokenizer::TextTokenizer;
@@ -106,7 +106,7 @@ impl OrtDecoder {
         // speed: a one-token step is a matrix-vector product either way.
         let prefill = session_from_file(&dir.join(&spec.model), &opts, false)?;
         let decode = session_from_file(&dir.join(&decoder.decode_model), &opts, false)?;
-        let n = decoder.num_layers;
+        let n = decoder.geometry.num_layers;
         let names = |k: &str, v: &str| (0..n).map(|l| (layer_name(k, l), layer_name(v, l))).collect::<Vec<_>>();
         let past = names(&decoder.past_key, &decoder.past_value);
         let present = names(&decoder.present_key, &decoder.present_value);
@@ -137,14 +137,14 @@ impl OrtDecoder {
 impl OrtLm {
     /// The longest sequence (prompt + generated tokens) the graphs support.
     pub fn max_positions(&self) -> usize {
-        self.decoder.max_positions
+        self.decoder.geometry.max_positions
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
-        match ids.iter().find(|&&i| i as usize >= self.decoder.vocab_size) {
+        match ids.iter().find(|&&i| i as usize >= self.decoder.geometry.vocab_size) {
             Some(id) => Err(Error::Other(format!(
                 "token id {id} is outside the vocabulary of {} tokens (wrong tokenizer for this pipeline?)",
-                self.decoder.vocab_size
+                self.decoder.geometry.vocab_size
             ))),
             None => Ok(()),
         }
@@ -175,7 +175,7 @@ impl OrtLm {
         // Positions 0..s in every row, as candle's forward uses them.
         let positions: Vec<i64> = (0..b).flat_map(|_| 0..s as i64).collect();
         let mask: Vec<i64> = key_rows.concat();
-        let (logits, layers) = run(&mut self.prefill, "prefill", self.decoder.vocab_size, (b, s, s), ids, mask, positions, None, &self.present)?;
+        let (logits, layers) = run(&mut self.prefill, "prefill", self.decoder.geometry.vocab_size, (b, s, s), ids, mask, positions, None, &self.present)?;
         Ok((logits, OrtCache { layers, key_rows }))
     }
 
@@ -195,7 +195,7 @@ impl OrtLm {
         let key_rows: Vec<Vec<i64>> = cache.key_rows.iter().map(|r| r.iter().copied().chain([1]).collect()).collect();
         let mask = key_rows.concat();
         let positions = vec![p as i64; b];
-        let (logits, layers) = run(&mut self.decode, "decode step", self.decoder.vocab_size, (b, 1, p + 1), ids, mask, positions, Some((&cache.layers, &self.past)), &self.present)?;
+        let (logits, layers) = run(&mut self.decode, "decode step", self.decoder.geometry.vocab_size, (b, 1, p + 1), ids, mask, positions, Some((&cache.layers, &self.past)), &self.present)?;
         cache.layers = layers;
         cache.key_rows = key_rows;
         Ok(logits)
@@ -204,7 +204,7 @@ impl OrtLm {
     /// Generate from one unpadded prompt: the prefill once, then a decoding step per token,
     /// stopping as candle's `generate` does (a stop token, `max_new_tokens`, a full context).
     pub fn generate(&mut self, prompt: &[u32], opts: &GenerateOptions, on_token: &mut dyn FnMut(u32) -> Result<()>) -> Result<Generation> {
-        let (max_positions, stops) = (self.max_positions(), self.decoder.eos_token_ids.clone());
+        let (max_positions, stops) = (self.max_positions(), self.decoder.geometry.eos_token_ids.clone());
         let mut cache = None;
         run_generation(prompt.len(), max_positions, &stops, opts, on_token, |step| match step {
             Step::Prefill => {

@@ -5,5 +5,8 @@
 pub mod decoder;
 pub mod ort;
 
+#[cfg(test)]
+mod export_tests;
+
 pub use self::decoder::{OrtCache, OrtDecoder};
 pub use self::ort::{library_path, OrtPipeline, ORT_DYLIB_ENV};

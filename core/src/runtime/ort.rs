@@ -2,8 +2,8 @@
 //! library is opened at run time, so the build needs no ONNX Runtime and no network).
 
 use crate::error::{Error, Result};
-use crate::export::pipeline::{OrtOptions, PipelineSpec, TASK_CLASSIFICATION};
-use crate::export::{ATTENTION_MASK, INPUT_IDS, LOGITS};
+use crate::deploy::{OrtOptions, PipelineSpec, TASK_CLASSIFICATION};
+use crate::onnx::{ATTENTION_MASK, INPUT_IDS, LOGITS};
 use crate::model::tokenizer::TextTokenizer;
 use ::ort::environment::Environment;
 use ::ort::session::builder::GraphOptimizationLevel;
@@ -19,7 +19,7 @@ pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
 pub fn library_path() -> PathBuf {
     match std::env::var_os(ORT_DYLIB_ENV) {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => crate::assets::onnxruntime_library(&crate::assets::cache_dir()),
+        _ => crate::cache::onnxruntime_library(&crate::cache::cache_dir()),
     }
 }
 
@@ -28,7 +28,7 @@ fn missing_library(path: &Path, why: &str) -> Error {
         "ONNX Runtime is not available: {why} ({}). Run `reft setup` (it installs ONNX Runtime {} \
          from PyPI into the cache) or set {ORT_DYLIB_ENV} to a libonnxruntime shared library",
         path.display(),
-        crate::assets::ONNXRUNTIME_VERSION
+        crate::cache::ONNXRUNTIME_VERSION
     ))
 }
 

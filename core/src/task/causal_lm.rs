@@ -15,7 +15,7 @@
 
 use super::metrics::{LmMetrics, TaskMetrics};
 use super::{Encoded, TaskModel, Targets};
-use crate::attach::Interventions;
+use crate::intervention::attach::Interventions;
 use crate::error::{Error, Result};
 use crate::model::llama::{ChatMessage, ChatTemplate};
 use crate::model::tokenizer::{batch_from_ids, TextTokenizer};

@@ -70,7 +70,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> Result<Tensor> {
 /// A backbone with its interventions and head: what training, evaluation and prediction run.
 pub struct ClassifierModel<'a> {
     pub backbone: &'a dyn Backbone,
-    pub interventions: &'a crate::attach::Interventions,
+    pub interventions: &'a crate::intervention::attach::Interventions,
     pub head: &'a ClassifierHead,
     pub dtype: DType,
 }

@@ -14,7 +14,7 @@ pub use log::MetricsLog;
 pub use reporter::{Reporter, Silent};
 
 use crate::adapter::{self, HeadEntry, InterventionEntry, Manifest, ModelEntry, TaskEntry};
-use crate::attach::Interventions;
+use crate::intervention::attach::Interventions;
 use crate::data::{batch_order, read_examples, read_pairs, Example, Format};
 use crate::error::{Error, Result};
 use crate::model::{self, tokenizer::batch_from_ids, Backbone, PrefixCache};
@@ -201,7 +201,7 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
         test_set.as_ref().map_or(0, |d| d.ids.len())
     ));
     let mut init = SeededRng::new(t.seed);
-    let interventions = Interventions::build(plan, &device, dtype, init.next_u64())?;
+    let interventions = plan.build_interventions(&device, dtype, init.next_u64())?;
     // Only classification has a head of its own; a causal LM reuses its frozen LM head.
     let head = match r.task.kind {
         TaskKind::Classification => Some(ClassifierHead::new(backbone.hidden_size(), r.task.num_labels, r.task.pooling, &mut init.fork(), dtype, &device)?),

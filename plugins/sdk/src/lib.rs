@@ -15,7 +15,7 @@ pub use serde_yaml;
 /// Everything a plugin's `register` function and its intervention usually need.
 pub mod prelude {
     pub use candle_core::{DType, Device, Module, Tensor, Var, D};
-    pub use reft_core::export::Graph;
+    pub use reft_core::onnx::Graph;
     pub use reft_core::hooks::HookKind;
     pub use reft_core::intervention::{BuildSpec, Ctx, Intervention, NamedVar, PluginFactory};
     pub use reft_core::plugin::Registrar;

@@ -1,7 +1,7 @@
 //! Activation functions by the names pyreft and transformers use (`ACT2FN`).
 
 use reft_core::candle_core::{Result, Tensor};
-use reft_core::export::Graph;
+use reft_core::onnx::Graph;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

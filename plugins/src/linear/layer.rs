@@ -2,7 +2,7 @@
 
 use crate::common::affine;
 use reft_core::candle_core::{Tensor, Var};
-use reft_core::export::Graph;
+use reft_core::onnx::Graph;
 use reft_core::intervention::{BuildSpec, Ctx, Intervention, NamedVar};
 use reft_core::Result;
 

@@ -4,7 +4,7 @@
 use super::config::MlpConfig;
 use crate::common::{activation::Activation, affine};
 use reft_core::candle_core::{Tensor, Var};
-use reft_core::export::Graph;
+use reft_core::onnx::Graph;
 use reft_core::intervention::{BuildSpec, Ctx, Intervention, NamedVar};
 use reft_core::{Error, Result};
 

@@ -14,7 +14,7 @@
 use super::config::ReftConfig;
 use crate::common::{activation::Activation, affine, rotation::Rotation};
 use reft_core::candle_core::{Tensor, Var};
-use reft_core::export::Graph;
+use reft_core::onnx::Graph;
 use reft_core::intervention::{BuildSpec, Ctx, Intervention, NamedVar};
 use reft_core::Result;
 

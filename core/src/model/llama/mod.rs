@@ -15,6 +15,7 @@ pub mod gguf;
 mod mlp;
 mod model;
 mod norm;
+pub mod onnx;
 mod rope;
 pub mod tokenizer;
 pub mod weights;

@@ -180,8 +180,8 @@ impl Backbone for Llama {
         Some(self)
     }
 
-    fn to_onnx(&self, g: &mut crate::export::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::export::ExportHooks) -> Result<String> {
-        crate::export::llama::emit_hidden(self, g, ids, mask, hooks)
+    fn to_onnx(&self, g: &mut crate::onnx::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::onnx::ExportHooks) -> Result<String> {
+        crate::model::llama::onnx::emit_hidden(self, g, ids, mask, hooks)
     }
 }
 
@@ -205,7 +205,7 @@ impl CausalLm for Llama {
         KvCache::new(self.weights.layers.len())
     }
 
-    fn onnx_decoder(&self) -> Option<&dyn crate::export::DecoderExport> {
+    fn onnx_decoder(&self) -> Option<&dyn crate::onnx::DecoderExport> {
         Some(self)
     }
 

@@ -7,7 +7,7 @@ use crate::hooks::{Component, Site};
 use crate::intervention::{Ctx, Intervention, NamedVar};
 use crate::model::llama::tests::tiny_model;
 use crate::model::NoHooks;
-use crate::positions::Positions;
+use crate::hooks::positions::Positions;
 use candle_core::{Device, Var};
 
 #[test]

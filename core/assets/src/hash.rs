@@ -1,26 +1,12 @@
 //! SHA-256 of files, and the check against a pinned hash.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
-
-use sha2::{Digest, Sha256};
 
 use super::AssetError;
 
-/// Lower-case hex SHA-256 of a file's bytes.
+/// Lower-case hex SHA-256 of a file's bytes ([`reft_core::io::sha256_file`]).
 pub fn sha256_file(path: &Path) -> Result<String, AssetError> {
-    let mut file = File::open(path).map_err(AssetError::io("open", path))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(AssetError::io("read", path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
+    reft_core::io::sha256_file(path).map_err(AssetError::io("read", path))
 }
 
 /// `Ok(())` when the file's SHA-256 is `expected` (case-insensitive hex), else `HashMismatch`.
@@ -37,14 +23,10 @@ pub fn verify_sha256(path: &Path, expected: &str) -> Result<(), AssetError> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assets::testutil::scratch;
+    use crate::testutil::scratch;
 
     #[test]
     fn sha256_known_answer_and_corruption() {

@@ -311,7 +311,7 @@ pub(crate) fn split_readme(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assets::testutil::scratch;
+    use crate::testutil::scratch;
 
     const SAMPLE: &[u8] = b"10\t2.5\tgood film\r\n11\t-1.2\tbad  film \r\n12\t0\tneutral\r\n13\t0.1\ttab\there\r\n20\t-3\tawful";
 

@@ -4,9 +4,9 @@
 use crate::error::{Error, Result};
 use crate::hooks::Site;
 use crate::intervention::{Ctx, Intervention};
-use crate::model::{Batch, Hooks};
-use crate::positions::Positions;
-use crate::recipe::Plan;
+use crate::batch::Batch;
+use crate::hooks::Hooks;
+use crate::hooks::positions::Positions;
 use crate::rng::SeededRng;
 use candle_core::{DType, Device, Tensor};
 use std::cell::RefCell;
@@ -26,23 +26,6 @@ pub struct Interventions {
 }
 
 impl Interventions {
-    /// Build every planned intervention. Each draws its initial weights from its own fork of
-    /// the seed, in plan order, so the same recipe and seed give the same weights.
-    pub fn build(plan: &Plan, device: &Device, dtype: DType, seed: u64) -> Result<Self> {
-        let mut rng = SeededRng::new(seed);
-        let mut items = Vec::new();
-        for p in &plan.interventions {
-            let mut own = rng.fork();
-            items.push(Attached {
-                name: p.name.clone(),
-                site: p.site,
-                positions: p.positions,
-                module: p.build(device, dtype, &mut own)?,
-            });
-        }
-        Ok(Interventions { items })
-    }
-
     pub fn push(&mut self, name: &str, site: Site, positions: Positions, module: Box<dyn Intervention>) {
         self.items.push(Attached {
             name: name.to_string(),

@@ -141,9 +141,9 @@ pub(crate) fn setup_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assets::catalog::Unpack;
-    use crate::assets::hash::sha256_file;
-    use crate::assets::testutil::{scratch, write_zip};
+    use crate::catalog::Unpack;
+    use crate::hash::sha256_file;
+    use crate::testutil::{scratch, write_zip};
 
     fn fake_dir(cache: &Path) -> PathBuf {
         cache.join("models").join("fake")

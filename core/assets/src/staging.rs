@@ -84,7 +84,7 @@ fn remove_stale(base: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assets::testutil::scratch;
+    use crate::testutil::scratch;
 
     #[test]
     fn commit_replaces_and_cleans_up() {

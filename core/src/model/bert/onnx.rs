@@ -2,8 +2,7 @@
 //! [`crate::model::bert::Bert`]'s candle forward (post-norm layers, additive attention mask,
 //! erf GELU), so the two agree to float rounding.
 
-use super::graph::{Attr, Graph};
-use super::ExportHooks;
+use crate::onnx::{quantize, Attr, ExportHooks, Graph};
 use crate::error::Result;
 use crate::hooks::{Component, LinearModule, Site};
 use crate::model::bert::{Bert, Layer};
@@ -14,7 +13,7 @@ use crate::nn::{LayerNorm, Linear};
 fn linear(g: &mut Graph, hooks: &mut dyn ExportHooks, site: Site, hint: &str, m: &Linear, x: &str) -> Result<String> {
     let w = hooks.linear_weight(site, &m.weight)?;
     let y = if g.int8_frozen {
-        super::quantize::linear_int8(g, hint, x, &w, m.bias.as_ref())?
+        quantize::linear_int8(g, hint, x, &w, m.bias.as_ref())?
     } else {
         g.linear(hint, x, &w, m.bias.as_ref())?
     };
@@ -58,7 +57,7 @@ pub fn emit(bert: &Bert, g: &mut Graph, ids: &str, mask: &str, hooks: &mut dyn E
     for (l, layer) in bert.layers.iter().enumerate() {
         h = emit_layer(bert, g, l, layer, h, &bias, hooks, shortcut && l == n - 1)?;
     }
-    Ok(if first_token && !shortcut { super::first_token(g, &h) } else { h })
+    Ok(if first_token && !shortcut { crate::onnx::first_token(g, &h) } else { h })
 }
 
 /// Layer `l`; with `first_only`, queries, attention output and feed-forward for the first
@@ -71,7 +70,7 @@ fn emit_layer(bert: &Bert, g: &mut Graph, l: usize, layer: &Layer, h: String, bi
     let (heads, hd, d) = (cfg.num_attention_heads as i64, bert.config.head_dim() as i64, cfg.hidden_size as i64);
 
     let x = hooks.representation(g, site(Component::BlockInput), h)?;
-    let xq = if first_only { super::first_token(g, &x) } else { x.clone() };
+    let xq = if first_only { crate::onnx::first_token(g, &x) } else { x.clone() };
     // Self-attention.
     let q = linear(g, hooks, site(Component::Linear(LinearModule::Query)), &format!("{p}.attention.self.query"), &layer.query, &xq)?;
     let k = linear(g, hooks, site(Component::Linear(LinearModule::Key)), &format!("{p}.attention.self.key"), &layer.key, &x)?;

