@@ -1,7 +1,18 @@
 //! reft-core: the pieces every reft tool stands on.
 //!
 //! Data flows one way: recipe -> resolved plan -> backbone with attached interventions
-//! -> trainer -> adapter artifact -> exporter -> runtime. No module reaches back up that chain.
+//! -> trainer -> adapter artifact -> exporter -> runtime. No module reaches back up that chain:
+//! each module stands on a floor and imports only from lower ones (docs/architecture.md;
+//! `core/tests/layering.rs` enforces it). From the ground up:
+//!
+//! 0. `error`
+//! 1. `io`, `rng`, `alloc`, `device`, `cache`, `batch`
+//! 2. `ops` (fused kernels) 3. `nn` (frozen modules)
+//! 4. `hooks` (sites, positions, the forward `Hooks` trait)
+//! 5. `onnx` (graph vocabulary) 6. `intervention` (trait, registry, attach) 7. `plugin`
+//! 8. `model` (backbones and their ONNX nodes) 9. `deploy`, `generate`
+//! 10. `recipe` 11. `data` 12. `task` 13. `collect`, `adapter` 14. `train`
+//! 15. `export` 16. `runtime`
 
 pub mod adapter;
 pub mod alloc;
