@@ -268,3 +268,15 @@ fn lora_bad_alpha_names_the_key() {
     let (e, p) = check_fails(&LORA.replace("rank: 8", "rank: 8\n    alpha: -2"));
     assert_has(&e, &[&format!("{p}:7:5:"), "`alpha` must be a positive number"]);
 }
+
+#[test]
+fn deeply_nested_yaml_is_refused_before_parsing_with_its_position() {
+    // 100k nested `[` once took libyaml's scanner 38 s; it is refused in one pass.
+    let text = format!("model: {{ path: MODEL }}\ntask: {}\n", "[".repeat(100_000));
+    let (stderr, p) = check_fails(&text);
+    assert_has(&stderr, &[&format!("{p}:2:71:"), "nested more than 64 deep"]);
+    // Brackets in quoted strings, comments and plain scalars do not count.
+    let quoted = format!("model: {{ path: MODEL }}\n# {}\nnote: \"{}\"\nx: don't\ny: 'a[{}'\n", "[".repeat(100), "[".repeat(100), "{".repeat(100));
+    let (stderr, _) = check_fails(&quoted);
+    assert!(!stderr.contains("nested more than"), "{stderr}");
+}

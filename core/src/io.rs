@@ -12,10 +12,67 @@ fn temp_beside(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
+/// The most bytes a YAML file reft reads may have (recipes, manifests and pipeline files are
+/// a few KiB).
+pub const MAX_YAML_BYTES: usize = 4 << 20;
+/// The deepest flow nesting (`[`/`{`) a YAML file may have. libyaml's scanner slows down
+/// much faster than linearly with depth (100k nested `[` took 38 s), so the depth is
+/// checked in one pass before parsing.
+pub const MAX_YAML_FLOW_DEPTH: usize = 64;
+
+/// Refuse YAML text that is too large or nested too deeply to parse cheaply: the message,
+/// with the 1-based line and column of the first bracket past the limit.
+pub fn check_yaml_shape(text: &str) -> std::result::Result<(), (String, Option<(usize, usize)>)> {
+    if text.len() > MAX_YAML_BYTES {
+        return Err((format!("{} bytes is more than the {MAX_YAML_BYTES} a YAML file may have", text.len()), None));
+    }
+    let (mut depth, mut line, mut col) = (0usize, 1usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        col += 1;
+        if c == '\n' {
+            (line, col, comment, prev) = (line + 1, 0, false, c);
+            continue;
+        }
+        match quote {
+            _ if comment => {}
+            Some('"') if c == '\\' => {
+                chars.next();
+                col += 1;
+            }
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                // A quote opens a scalar only where one can start; inside a plain
+                // scalar (`don't`) it is an ordinary character.
+                '"' | '\'' if prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':' | '-') => quote = Some(c),
+                '#' if prev.is_whitespace() => comment = true,
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_YAML_FLOW_DEPTH {
+                        return Err((format!("brackets nested more than {MAX_YAML_FLOW_DEPTH} deep"), Some((line, col))));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    Ok(())
+}
+
 /// Read the YAML file `path` into `T`; a parse error names the file, the line:column and
 /// `what` the file was meant to be (e.g. "adapter manifest").
 pub fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    check_yaml_shape(&text).map_err(|(m, at)| {
+        let loc = at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default();
+        Error::Other(format!("{}{loc}: not a valid {what}: {m}", path.display()))
+    })?;
     serde_yaml::from_str(&text).map_err(|e| {
         let loc = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
         Error::Other(format!("{}{loc}: not a valid {what}: {e}", path.display()))

@@ -52,6 +52,11 @@ impl LoadedRecipe {
                 message: "the recipe is empty; it needs at least `model:` with the model's `path:`".into(),
             });
         }
+        crate::io::check_yaml_shape(text).map_err(|(message, at)| Error::Recipe {
+            file: path.to_path_buf(),
+            location: at.map(|(line, column)| crate::error::Location { file: path.to_path_buf(), line, column }),
+            message,
+        })?;
         let recipe: Recipe = if overrides.is_empty() {
             serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?
         } else {
