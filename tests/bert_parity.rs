@@ -1,6 +1,6 @@
 //! The BERT backbone against the reference implementation (transformers.BertModel, eval,
 //! eager attention) on the real all-MiniLM-L6-v2: embeddings and all six layer outputs
-//! within 1e-4, and the sentence-embedding known answer of ASSETS.md.
+//! within 1e-4, and the sentence-embedding known answer of docs/assets.md.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Finite-difference check of the gradients that reach an intervention through the frozen
 //! layers above it, on the real MiniLM in f64. candle's fused norm/softmax ops have no
-//! backward and would make these gradients silently wrong (DESIGN.md, known traps); this
+//! backward and would make these gradients silently wrong (docs/plugins.md says which candle ops have no backward); this
 //! test is what catches such an op slipping into the backbone.
 
 mod common;

@@ -1,6 +1,6 @@
 //! Small building blocks for frozen backbones. Every one is differentiable with respect to its
 //! input: candle 0.11's fused `layer_norm`/`softmax_last_dim` have no backward (gradients
-//! through them are silently wrong: ../DESIGN "known traps"), so the frozen modules here run
+//! through them are silently wrong; docs/plugins.md names them), so the frozen modules here run
 //! on [`crate::ops`], fused ops with their own input-only backward; the finite-difference
 //! tests there and in `tests/gradients.rs` guard this.
 

@@ -4,7 +4,7 @@
 //! its *input*, but nothing in a frozen backbone ever needs a gradient for its *weights*.
 //! candle's generic ops cannot exploit that: matmul's backward always computes both operand
 //! gradients, and the differentiable LayerNorm/softmax are chains of small ops (their fused
-//! versions have no backward; ../DESIGN "known traps"). The ops here are candle `CustomOp`s
+//! versions have no backward; docs/plugins.md names them). The ops here are candle `CustomOp`s
 //! whose forward is one pass per row (or one gemm) and whose backward gives the input
 //! gradient only.
 //!

@@ -1,6 +1,6 @@
 //! RMSNorm, `x / sqrt(mean(x²) + eps) · w`, written with plain differentiable ops: candle's
 //! fused `rms_norm` has no backward, and an intervention below a norm needs the gradient
-//! through it (../DESIGN, known traps; `tests::gradients_flow_through_a_block` checks it).
+//! through it (docs/plugins.md; `tests::gradients_flow_through_a_block` checks it).
 
 use candle_core::{Result, Tensor, D};
 
