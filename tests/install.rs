@@ -8,9 +8,11 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-/// Run the installed `reft` in `cwd`; return (success, stdout, stderr).
+/// Run the installed `reft` in `cwd` as a user's shell would: without the
+/// `LD_LIBRARY_PATH` cargo sets for tests (it points into the build tree and would win over
+/// the binary's own rpath). Returns (success, stdout, stderr).
 fn run_installed(reft: &Path, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(reft).args(args).current_dir(cwd).envs(env.iter().copied()).output().unwrap();
+    let out = Command::new(reft).args(args).current_dir(cwd).env_remove("LD_LIBRARY_PATH").envs(env.iter().copied()).output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -50,7 +52,8 @@ train: {{ epochs: 1, batch_size: 2 }}\n"
     assert!(ok, "{err}");
     assert!(out.lines().any(|l| l.starts_with("loreft ")), "{out}");
     let sdk_line = err.lines().find(|l| l.contains("calling init:") && l.contains("libreft_sdk")).unwrap_or_else(|| panic!("no init of libreft_sdk in:\n{err}"));
-    assert!(sdk_line.contains(prefix.join("lib").to_str().unwrap()), "libreft_sdk came from elsewhere: {sdk_line}");
+    let loaded = std::fs::canonicalize(sdk_line.split("calling init:").nth(1).unwrap().trim()).unwrap();
+    assert_eq!(loaded.parent().unwrap(), std::fs::canonicalize(prefix.join("lib")).unwrap(), "libreft_sdk came from elsewhere: {sdk_line}");
 
     let (ok, out, err) = run_installed(&reft, &work, &["check", "recipe.yaml"], &[]);
     assert!(ok, "{err}");
