@@ -199,3 +199,29 @@ train: {{ epochs: 2, batch_size: 16, lr: 4.0e-3, seed: 5 }}\n",
     let (ok, _, err) = run_reft(&["merge", "--adapter", run_dir.to_str().unwrap(), "--out", tmp.path().join("m").to_str().unwrap()]);
     assert!(!ok && err.contains("loreft") && err.contains("cannot merge"), "{err}");
 }
+
+#[test]
+fn peft_config_keys_reft_cannot_honour_are_refused_by_name() {
+    let cases = [
+        ("layer_replication", serde_json::json!([[0, 4], [2, 6]]), "layer_replication"),
+        ("target_parameters", serde_json::json!(["mlp.experts.down_proj"]), "target_parameters"),
+        ("target_modules", serde_json::json!(["no_such_module"]), "matches no linear module"),
+        ("target_modules", serde_json::json!("encoder\\.nothing\\..*"), "matches no linear module"),
+    ];
+    for (key, value, needle) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(peft_fixture()).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
+        }
+        let config_path = tmp.path().join("adapter_config.json");
+        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+        config[key] = value;
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let err = match adapter::load(tmp.path(), Some(&minilm_dir()), &Device::Cpu) {
+            Ok(_) => panic!("{key} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(needle) && err.contains("adapter_config.json"), "{key}: {err}");
+    }
+}

@@ -53,6 +53,28 @@ struct PeftConfig {
     alpha_pattern: BTreeMap<String, f64>,
     #[serde(default)]
     base_model_name_or_path: Option<String>,
+    /// Read only to check that it names modules of this model (the weights present decide
+    /// which modules carry LoRA).
+    #[serde(default)]
+    target_modules: Option<serde_json::Value>,
+    /// Change the model's structure or wrap non-linear parameters: refused when set.
+    #[serde(default)]
+    layer_replication: Option<serde_json::Value>,
+    #[serde(default)]
+    target_parameters: Option<serde_json::Value>,
+}
+
+/// Whether PEFT's `target_modules` selects the module at `path`: a string is a regular
+/// expression over the whole path; a list names modules by their last path components.
+fn targets(target_modules: &serde_json::Value, path: &str) -> bool {
+    match target_modules {
+        serde_json::Value::String(re) => regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|re| re.is_match(path)),
+        serde_json::Value::Array(names) => names
+            .iter()
+            .filter_map(|n| n.as_str())
+            .any(|n| path == n || path.ends_with(&format!(".{n}"))),
+        _ => false,
+    }
 }
 
 fn none() -> String {
@@ -103,8 +125,21 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
     if cfg.bias != "none" {
         return Err(unsupported(&format!("bias `{}`", cfg.bias)));
     }
+    let is_set = |v: &Option<serde_json::Value>| v.as_ref().is_some_and(|v| !(v.is_null() || v.as_array().is_some_and(Vec::is_empty)));
+    if is_set(&cfg.layer_replication) {
+        return Err(unsupported("layer_replication"));
+    }
+    if is_set(&cfg.target_parameters) {
+        return Err(unsupported("target_parameters"));
+    }
     let model_dir = base_model_dir(&cfg, model_override, dir)?;
     let info = model::inspect(&model_dir)?;
+    if let Some(t) = cfg.target_modules.as_ref().filter(|t| !t.is_null() && t.as_str() != Some("all-linear")) {
+        let paths: Vec<String> = crate::recipe::target::linear_sites(&info.config).into_iter().map(|(_, p)| p).collect();
+        if !paths.iter().any(|p| targets(t, p)) {
+            return Err(Error::model(&config_path, format!("target_modules {t} matches no linear module of the model in {}", model_dir.display())));
+        }
+    }
 
     let weights_path = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
@@ -219,7 +254,7 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
         metrics: None,
     };
     let backbone = model::load(&model_dir, DType::F32, device)?;
-    Ok(Loaded { dir: dir.to_path_buf(), manifest, model_dir, backbone, interventions, head })
+    Ok(Loaded { dir: dir.to_path_buf(), manifest, model_dir, backbone, interventions, head, notes: Vec::new() })
 }
 
 /// Can these interventions be written in PEFT's layout? Only when every one is `lora` and

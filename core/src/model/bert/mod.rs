@@ -76,6 +76,10 @@ impl BertConfig {
                 self.hidden_size, self.num_attention_heads
             ));
         }
+        // A negative or non-finite epsilon turns every hidden state into NaN without an error.
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps >= 0.0) {
+            return bad(format!("layer_norm_eps {} is not a finite number ≥ 0", self.layer_norm_eps));
+        }
         if !matches!(self.hidden_act.as_str(), "gelu" | "relu" | "gelu_new" | "gelu_pytorch_tanh") {
             return bad(format!("hidden_act `{}` is not supported (gelu, gelu_new, relu)", self.hidden_act));
         }
