@@ -96,7 +96,7 @@ fn whole_dev_set_parity() {
         let (ok, _, err) = run_reft(&["export", "--adapter", adapter.to_str().unwrap(), "--out", pipeline.to_str().unwrap()]);
         assert!(ok, "{err}");
         let loaded = reft_core::adapter::load(&adapter, None, &Device::Cpu).unwrap();
-        let clf = reft_core::train::classifier_of(&loaded).unwrap();
+        let clf = loaded.classifier().unwrap();
         let mut pipe = OrtPipeline::load(&pipeline, None).unwrap();
         let (worst, mismatches) = compare(&clf, &mut pipe, &texts);
         eprintln!("{}: max |ORT - candle| = {worst:.2e} over {} texts, {mismatches} prediction(s) differ", adapter.display(), texts.len());
@@ -152,7 +152,7 @@ fn recipes_match_candle(texts: Vec<String>, cli_checks: bool) {
         }
 
         let loaded = reft_core::adapter::load(&adapter, None, &Device::Cpu).unwrap();
-        let clf = reft_core::train::classifier_of(&loaded).unwrap();
+        let clf = loaded.classifier().unwrap();
         let mut pipe = OrtPipeline::load(&pipeline, None).unwrap();
         assert_eq!(pipe.spec.labels, vec!["negative", "positive"]);
         assert_eq!(pipe.spec.max_length, 64);
@@ -490,4 +490,28 @@ fn reft_run_ends_with_export_and_ort_test_accuracy() {
     // "test (ORT)   accuracy 62.50% ... candle 62.50%)": the two figures agree.
     let pct: Vec<&str> = line.split_whitespace().filter(|w| w.ends_with('%') || w.ends_with("%)")).collect();
     assert_eq!(pct.first().map(|s| s.trim_end_matches(')')), pct.last().map(|s| s.trim_end_matches(')')), "{line}");
+}
+
+#[test]
+fn a_corrupted_pipeline_file_is_refused_on_load_not_run() {
+    let backbone = model::load(&minilm_dir(), DType::F32, &Device::Cpu).unwrap();
+    let ivs = build(backbone.as_ref(), &[("loreft", "{rank: 1}", "layers[2].block_output", "f1")], 3);
+    let head = ClassifierHead::new(384, 2, Pooling::Cls, &mut SeededRng::new(5), DType::F32, &Device::Cpu).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    export_in_memory(backbone.as_ref(), &ivs, &head, tmp.path(), &ExportOptions::default()).unwrap();
+    let spec = reft_core::deploy::PipelineSpec::read(tmp.path()).unwrap();
+    assert!(spec.files_sha256.contains_key("model.onnx") && spec.files_sha256.contains_key("tokenizer.json"), "{:?}", spec.files_sha256);
+    // XOR 4 KB in the middle of the graph's weights: it used to run, at 51.5% accuracy.
+    let model = tmp.path().join("model.onnx");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 4096] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&model, bytes).unwrap();
+    let err = match OrtPipeline::load(tmp.path(), None) {
+        Ok(_) => panic!("a corrupted model.onnx loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("model.onnx") && err.contains("SHA-256"), "{err}");
 }

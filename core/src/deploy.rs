@@ -109,6 +109,21 @@ pub struct PipelineSpec {
     /// settings (`model`, `inputs` and `outputs` above then describe the prefill graph).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoder: Option<DecoderSpec>,
+    /// SHA-256 of every other file of the folder, checked on load: a flipped byte in a graph
+    /// or its weights is refused instead of running with wrong numbers. (Pipelines written
+    /// before reft recorded them load unchecked.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files_sha256: BTreeMap<String, String>,
+}
+
+/// The SHA-256 of each of `files` (all in `dir`), by file name, for [`PipelineSpec::files_sha256`].
+pub fn hash_files(dir: &Path, files: &[std::path::PathBuf]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for f in files {
+        let name = f.strip_prefix(dir).unwrap_or(f).to_string_lossy().into_owned();
+        out.insert(name, crate::io::sha256_file(f).map_err(|e| Error::io(f, e))?);
+    }
+    Ok(out)
 }
 
 /// The `decoder:` section of a causal-LM pipeline (docs/export.md, "Decoders").
@@ -154,6 +169,18 @@ impl PipelineSpec {
             )));
         }
         spec.ort.validate().map_err(|m| Error::model(&path, m))?;
+        for (name, want) in &spec.files_sha256 {
+            let file = dir.join(name);
+            if name.contains('/') || name.starts_with('.') {
+                return Err(Error::model(&path, format!("files_sha256 names `{name}`, which is not a file of the folder")));
+            }
+            let got = crate::io::sha256_file(&file).map_err(|e| Error::io(&file, e))?;
+            if &got != want {
+                return Err(Error::model(&file, format!(
+                    "does not match the SHA-256 pipeline.yaml records for it (a corrupt or partial copy?): {got} instead of {want}"
+                )));
+            }
+        }
         match (spec.task.as_str(), &spec.decoder) {
             (TASK_CLASSIFICATION, None) => {}
             (TASK_CAUSAL_LM, Some(d)) => d.validate().map_err(|m| Error::model(&path, format!("decoder: {m}")))?,

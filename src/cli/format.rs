@@ -12,3 +12,10 @@ pub fn thousands(n: usize) -> String {
     }
     out
 }
+
+/// Print what a library call asked the user to know (core itself never prints).
+pub fn print_notes(notes: &[String]) {
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+}

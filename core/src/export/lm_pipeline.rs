@@ -6,7 +6,7 @@ use crate::onnx::decoder::{PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE};
 use crate::onnx::proto;
 use super::pipeline::{ExportOptions, ExportReport};
 use crate::deploy::{
-    DecoderSpec, PipelineSpec, Source, CAUSAL_LM_FORMAT_VERSION, DECODE_FILE, FORMAT, PIPELINE_FILE, PREFILL_FILE, TASK_CAUSAL_LM,
+    hash_files, DecoderSpec, PipelineSpec, Source, CAUSAL_LM_FORMAT_VERSION, DECODE_FILE, FORMAT, PIPELINE_FILE, PREFILL_FILE, TASK_CAUSAL_LM,
     TOKENIZER_FILE, WEIGHTS_FILE,
 };
 use crate::onnx::shared_data::SharedData;
@@ -129,6 +129,7 @@ pub fn export_causal_lm(input: &CausalExportInput, out: &Path, opts: &ExportOpti
             chat_template,
             unknown: Default::default(),
         }),
+        files_sha256: hash_files(out, &files)?,
     };
     let yaml = serde_yaml::to_string(&spec).map_err(|e| Error::Other(format!("cannot write pipeline.yaml: {e}")))?;
     crate::io::write_atomic(&out.join(PIPELINE_FILE), yaml.as_bytes())?;

@@ -159,6 +159,7 @@ pub fn export_pipeline(input: &ExportInput, out: &Path, opts: &ExportOptions) ->
         quantize: int8.then(|| "int8".to_string()),
         source: input.source.clone(),
         decoder: None,
+        files_sha256: hash_files(out, &files)?,
     };
     let yaml = serde_yaml::to_string(&spec).map_err(|e| Error::Other(format!("cannot write pipeline.yaml: {e}")))?;
     crate::io::write_atomic(&out.join(PIPELINE_FILE), yaml.as_bytes())?;
