@@ -126,7 +126,7 @@ fn adapter_round_trip_gives_the_in_memory_greedy_tokens() {
     let dev = Device::Cpu;
     let backbone = model::load(&plan.model_dir, DType::F32, &dev).unwrap();
     let tok = model::load_tokenizer(&plan.model_dir).unwrap();
-    let set = train::encode_file(&plan, "train", plan.recipe.recipe.data.as_ref().unwrap().train.as_str(), &tok, backbone.as_causal_lm(), &mut Silent).unwrap();
+    let set = reft_core::task::encode_file(&plan, "train", plan.recipe.recipe.data.as_ref().unwrap().train.as_str(), &tok, backbone.as_causal_lm(), &mut |_: &str| {}).unwrap();
     let iv = plan.build_interventions(&dev, DType::F32, 5).unwrap();
     let params: Vec<_> = adapter::named_tensors(&iv, None).into_iter().filter(|(_, v)| v.trainable).collect();
     let mut opt = AdamW::new(&params, 0.0).unwrap();
@@ -158,7 +158,7 @@ fn adapter_round_trip_gives_the_in_memory_greedy_tokens() {
     // Save, load, generate again: the same tokens.
     let dir = tmp.path().join("adapter");
     std::fs::create_dir_all(&dir).unwrap();
-    adapter::save(&dir, &train::manifest_for(&plan, &plan.model_dir).unwrap(), &iv, None).unwrap();
+    adapter::save(&dir, &adapter::manifest_for(&plan, &plan.model_dir).unwrap(), &iv, None).unwrap();
     let loaded = adapter::load(&dir, None, &dev).unwrap();
     assert!(loaded.head.is_none());
     let reloaded = greedy(loaded.backbone.as_ref(), &ids, Some(&loaded.interventions));

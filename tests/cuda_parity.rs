@@ -489,7 +489,7 @@ fn run_on(plan: &Plan, case: &Case, device: &Device) -> Result<Run> {
 
     // Eval-mode logits, and the same through the frozen-prefix cache the trainer uses.
     let eval_logits = t.logits(&batches[0].0, None).with_context(|| format!("eval forward on {dev}"))?;
-    let layer = reft_core::train::frozen_prefix_layers(plan);
+    let layer = plan.frozen_prefix_layers();
     let prefix_diff = if layer > 0 {
         let cache = PrefixCache::build(t.backbone.as_ref(), layer, &data[0].0, 0, 8, device)
             .with_context(|| format!("building the prefix cache on {dev}"))?;

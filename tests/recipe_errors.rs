@@ -280,3 +280,62 @@ fn deeply_nested_yaml_is_refused_before_parsing_with_its_position() {
     let (stderr, _) = check_fails(&quoted);
     assert!(!stderr.contains("nested more than"), "{stderr}");
 }
+
+/// A recipe on the tiny test model in `dir` (its config edited by `edit`): the model line,
+/// then `body`.
+fn tiny_recipe(dir: &Path, edit: impl Fn(&mut serde_json::Value), body: &str) -> PathBuf {
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    common::tiny_model::write(&model);
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(model.join("config.json"), config.to_string()).unwrap();
+    std::fs::write(dir.join("train.tsv"), "text\tlabel\nhello world\t1\nthe cat sat\t0\n").unwrap();
+    let path = dir.join("recipe.yaml");
+    std::fs::write(&path, format!("model: {{ path: model }}\n{body}")).unwrap();
+    path
+}
+
+#[test]
+fn check_refuses_what_train_would_refuse_or_could_not_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = "task: { kind: classification, num_labels: 2 }\n";
+    let data = "data: { train: train.tsv, max_length: 16 }\n";
+    let check = |body: String| fails(&["check", tiny_recipe(tmp.path(), |_| {}, &body).to_str().unwrap()]);
+    let cases: &[(&str, &str)] = &[
+        ("train: { lr: -1 }\n", "learning rate must be a number in (0, 10]"),
+        ("train: { lr: .nan }\n", "got NaN"),
+        ("train: { lr: .inf }\n", "got inf"),
+        ("train: { lr: 1e30 }\n", "got 1000000000000000000000000000000"),
+        ("train: { batch_size: 0 }\n", "`batch_size` must be at least 1"),
+        ("train: { epochs: 0 }\n", "`epochs` must be at least 1"),
+        ("train: { max_steps: 0 }\n", "`max_steps` must be at least 1"),
+        ("train: { weight_decay: .nan }\n", "weight_decay"),
+        ("train: { warmup_ratio: 2 }\n", "warmup_ratio"),
+    ];
+    for (train, needle) in cases {
+        let err = check(format!("{task}{data}{train}"));
+        assert!(err.contains(needle) && err.contains("recipe.yaml:"), "{train}: {err}");
+    }
+    // max_length 0, or past the model's 32 positions (it used to fail only at inference).
+    for max_length in [0, 100_000] {
+        let err = check(format!("{task}data: {{ train: train.tsv, max_length: {max_length} }}\n"));
+        assert!(err.contains("max_length") && err.contains("32 positions"), "{err}");
+    }
+    let err = check(format!("task: {{ kind: classification, num_labels: 2, labels: [a, b, c] }}\n{data}"));
+    assert!(err.contains("3 label names for `num_labels: 2`"), "{err}");
+    let err = check(format!("task: {{ kind: classification, num_labels: 1 }}\n{data}"));
+    assert!(err.contains("at least 2 labels"), "{err}");
+    // `reft check` used to pass `device: cuda` on a build without CUDA; only `train` refused it.
+    if !cfg!(feature = "cuda") {
+        let recipe = tiny_recipe(tmp.path(), |_| {}, &format!("{task}{data}"));
+        let text = std::fs::read_to_string(&recipe).unwrap().replace("model: { path: model }", "model: { path: model, device: cuda }");
+        std::fs::write(&recipe, text).unwrap();
+        let err = fails(&["check", recipe.to_str().unwrap()]);
+        assert!(err.contains("built without CUDA"), "{err}");
+    }
+    // A config value that would turn every hidden state into NaN is refused by name.
+    let recipe = tiny_recipe(tmp.path(), |c| c["layer_norm_eps"] = serde_json::json!(-1.0), &format!("{task}{data}"));
+    let err = fails(&["check", recipe.to_str().unwrap()]);
+    assert!(err.contains("layer_norm_eps -1"), "{err}");
+}

@@ -203,3 +203,44 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_state() {
         assert!(finite, "{name} is not finite");
     }
 }
+
+#[test]
+fn the_run_folder_is_locked_resumes_only_the_same_run_and_logs_each_record_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = small_recipe(tmp.path(), 48, 4e-3);
+    let run = tmp.path().join("run");
+
+    // A folder another process trains into is refused, naming that process.
+    std::fs::create_dir_all(&run).unwrap();
+    {
+        let _held = reft_core::train::run_dir::RunLock::acquire(&run).unwrap();
+        let (ok, _, err) = train(&recipe, &run, &["--set", "train.epochs=2"]);
+        assert!(!ok, "a second trainer ran into a locked folder");
+        assert!(err.contains("in use by another reft run") && err.contains(&format!("pid {}", std::process::id())), "{err}");
+    }
+    let (ok, _, err) = train(&recipe, &run, &["--set", "train.epochs=2"]);
+    assert!(ok, "{err}");
+    let records = |kind: &str| -> usize {
+        std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains(&format!("\"type\":\"{kind}\""))).count()
+    };
+    assert_eq!((records("epoch"), records("final")), (2, 1));
+    let adapter = sha(&run.join("adapter.safetensors"));
+
+    // A resume with another learning rate, or other data, is another run: refused by name.
+    let (ok, _, err) = train(&recipe, &run, &["--resume", "--set", "train.epochs=2", "--set", "train.lr=0.05"]);
+    assert!(!ok && err.contains("cannot resume") && err.contains("`train.lr`"), "{err}");
+    let other = tmp.path().join("other.tsv");
+    std::fs::write(&other, std::fs::read_to_string(tmp.path().join("train.tsv")).unwrap().replace("\t1\n", "\t0\n")).unwrap();
+    let (ok, _, err) = train(&recipe, &run, &["--resume", "--set", "train.epochs=2", "--set", &format!("data.train={}", other.display())]);
+    assert!(!ok && err.contains("cannot resume") && err.contains("data.train"), "{err}");
+
+    // Resuming the finished run changes nothing, logs no second `final`, and clears the
+    // temporary files a killed writer would leave.
+    let stray = run.join(".adapter.safetensors.4242.tmp");
+    std::fs::write(&stray, b"half a file").unwrap();
+    let (ok, _, err) = train(&recipe, &run, &["--resume", "--set", "train.epochs=2"]);
+    assert!(ok, "{err}");
+    assert_eq!((records("epoch"), records("final")), (2, 1));
+    assert_eq!(sha(&run.join("adapter.safetensors")), adapter);
+    assert!(!stray.exists());
+}

@@ -4,10 +4,12 @@ use crate::error::{Error, Result};
 use candle_core::Device;
 
 /// `cpu`, or `cuda` / `cuda:N` (needs reft built with `--features cuda`).
-pub fn parse(text: &str) -> Result<Device> {
+/// Check a device name without opening the device: syntax, and CUDA compiled in. `reft
+/// check` runs this, so a recipe this build cannot train fails there too.
+pub fn validate(text: &str) -> Result<Option<usize>> {
     let t = text.trim();
     if t == "cpu" {
-        return Ok(Device::Cpu);
+        return Ok(None);
     }
     let ordinal = match t.strip_prefix("cuda") {
         Some("") => 0,
@@ -22,5 +24,13 @@ pub fn parse(text: &str) -> Result<Device> {
             "device `{t}`: this reft was built without CUDA; rebuild with `cargo build --release --features cuda`"
         )));
     }
-    Device::new_cuda(ordinal).map_err(|e| Error::Other(format!("device `{t}`: {e}")))
+    Ok(Some(ordinal))
+}
+
+/// Open the device a recipe names (`cpu`, `cuda`, `cuda:N`).
+pub fn parse(text: &str) -> Result<Device> {
+    match validate(text)? {
+        None => Ok(Device::Cpu),
+        Some(ordinal) => Device::new_cuda(ordinal).map_err(|e| Error::Other(format!("device `{}`: {e}", text.trim()))),
+    }
 }

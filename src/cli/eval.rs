@@ -55,6 +55,7 @@ pub struct PredictArgs {
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let loaded = adapter::load(&args.adapter, args.model.as_deref(), &candle_core::Device::Cpu)?;
+    super::format::print_notes(&loaded.notes);
     if loaded.manifest.task.is_some() {
         return eval_causal_lm(&args, &loaded);
     }
@@ -65,7 +66,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let max_len = loaded.manifest.max_length;
     let ids = examples.iter().map(|e| tok.encode(&e.text, max_len)).collect::<Result<Vec<_>, _>>()?;
     let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
-    let clf = reft_core::train::classifier_of(&loaded)?;
+    let clf = loaded.classifier()?;
     let (m, _) = clf.evaluate(&ids, &labels, args.batch_size, tok.pad_id(), None)?;
     if args.json {
         println!("{}", serde_json::json!({ "data": args.data, "adapter": args.adapter, "metrics": m }));
@@ -111,6 +112,7 @@ fn eval_causal_lm(args: &EvalArgs, loaded: &adapter::Loaded) -> anyhow::Result<(
 
 pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
     let loaded = adapter::load(&args.adapter, args.model.as_deref(), &candle_core::Device::Cpu)?;
+    super::format::print_notes(&loaded.notes);
     let head = loaded.manifest.head.clone().context("the adapter has no classification head")?;
     let names: Vec<String> = head.labels.clone().unwrap_or_else(|| (0..head.num_labels).map(|i| i.to_string()).collect());
     let texts = if args.texts.is_empty() {
@@ -120,7 +122,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
     };
     let tok = model::load_tokenizer(&loaded.model_dir)?;
     let ids = texts.iter().map(|t| tok.encode(t, loaded.manifest.max_length)).collect::<Result<Vec<_>, _>>()?;
-    let clf = reft_core::train::classifier_of(&loaded)?;
+    let clf = loaded.classifier()?;
     let (_, probs) = clf.evaluate(&ids, &[], 32, tok.pad_id(), None)?;
     for (text, p) in texts.iter().zip(&probs) {
         let best = argmax(p);

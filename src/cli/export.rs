@@ -48,6 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = match (&args.adapter, &args.model) {
         (Some(dir), model) => {
             let loaded = adapter::load(dir, model.as_deref(), &candle_core::Device::Cpu)?;
+            super::format::print_notes(&loaded.notes);
             export_adapter(&loaded, &args.out, &opts)?
         }
         (None, Some(model)) => export_base_model(model, &args.out, &opts)?,

@@ -101,6 +101,7 @@ impl Session {
         let (backbone, interventions, model_path) = match &args.adapter {
             Some(dir) => {
                 let loaded = adapter::load(dir, args.model.as_deref(), &device)?;
+                super::format::print_notes(&loaded.notes);
                 if loaded.head.is_some() {
                     eprintln!("note: the adapter's classification head is not used for generation");
                 }

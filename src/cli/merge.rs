@@ -18,6 +18,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = adapter::load(&args.adapter, args.model.as_deref(), &candle_core::Device::Cpu)?;
+    super::format::print_notes(&loaded.notes);
     let report = merge::merge(&loaded, &args.out)?;
     let worst = report.merged.iter().map(|(_, m)| *m).fold(0f32, f32::max);
     println!(

@@ -26,6 +26,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let run_dir = &trained.summary.run_dir;
     let pipeline_dir = run_dir.join("pipeline");
     let loaded = adapter::load(run_dir, None, &candle_core::Device::Cpu)?;
+    super::format::print_notes(&loaded.notes);
     let report = export_adapter(&loaded, &pipeline_dir, &ExportOptions::default())?;
     drop(loaded);
     if trained.summary.dev.causal_lm().is_some() {

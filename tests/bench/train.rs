@@ -55,7 +55,7 @@ fn bench_step(recipe: &str, what: &str, cached: bool) {
     let model = ClassifierModel { backbone: s.backbone.as_ref(), interventions: &s.interventions, head: &s.head, dtype: DType::F32 };
     let params: Vec<_> = reft_core::adapter::named_tensors(&s.interventions, Some(&s.head)).into_iter().filter(|(_, v)| v.trainable).collect();
     let mut opt = AdamW::new(&params, 0.0).unwrap();
-    let cache = cached.then(|| PrefixCache::build(s.backbone.as_ref(), reft_core::train::frozen_prefix_layers(&s.plan), &ids, 0, 16, &Device::Cpu).unwrap());
+    let cache = cached.then(|| PrefixCache::build(s.backbone.as_ref(), s.plan.frozen_prefix_layers(), &ids, 0, 16, &Device::Cpu).unwrap());
     let idx: Vec<usize> = (0..16).collect();
     let mut times = Vec::new();
     for i in 0..25 {
@@ -70,7 +70,7 @@ fn bench_step(recipe: &str, what: &str, cached: bool) {
             times.push(t0.elapsed().as_secs_f64());
         }
     }
-    let frozen = reft_core::train::frozen_prefix_layers(&s.plan);
+    let frozen = s.plan.frozen_prefix_layers();
     println!(
         "step: median {:.4} s over {} updates (16 x 64 tokens, {what}{}), peak RSS {:.0} MB",
         median(times.clone()),
@@ -148,7 +148,7 @@ fn bench_step_causal() {
     let backbone = model::load(&plan.model_dir, DType::F32, &dev).expect("run `reft setup` first");
     let tok = model::load_tokenizer(&plan.model_dir).unwrap();
     let data = plan.recipe.recipe.data.as_ref().unwrap();
-    let set = reft_core::train::encode_file(&plan, "train", &data.train, &tok, backbone.as_causal_lm(), &mut reft_core::train::Silent).unwrap();
+    let set = reft_core::task::encode_file(&plan, "train", &data.train, &tok, backbone.as_causal_lm(), &mut |_: &str| {}).unwrap();
     let idx: Vec<usize> = (0..plan.recipe.recipe.train.batch_size.min(set.len())).collect();
     let rows: Vec<Vec<u32>> = idx.iter().map(|&i| set.ids[i].clone()).collect();
     let batch = batch_from_ids(&rows, tok.pad_id(), &dev).unwrap();
@@ -156,7 +156,7 @@ fn bench_step_causal() {
     let model = CausalLmModel::new(backbone.as_ref(), &interventions, DType::F32, &dev).unwrap();
     let params: Vec<_> = reft_core::adapter::named_tensors(&interventions, None).into_iter().filter(|(_, v)| v.trainable).collect();
     let mut opt = AdamW::new(&params, 0.0).unwrap();
-    let frozen = reft_core::train::frozen_prefix_layers(&plan);
+    let frozen = plan.frozen_prefix_layers();
     let cache = PrefixCache::build(backbone.as_ref(), frozen, &set.ids, tok.pad_id(), 64, &dev).unwrap();
     let prompts = set.prompt_lengths().unwrap();
     let response_tokens: usize = idx.iter().map(|&i| set.ids[i].len() - prompts[i]).sum();

@@ -1,6 +1,8 @@
 //! `adapter.yaml`: everything needed to rebuild an adapter without its recipe.
 
-use crate::recipe::{Pooling, TaskKind};
+use crate::error::Result;
+use crate::recipe::{Plan, Pooling, TaskKind};
+use std::path::Path;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -88,4 +90,53 @@ pub struct TaskEntry {
     /// The system message given to the chat template (none: the template's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
+}
+
+/// The manifest describing a plan's adapter.
+pub fn manifest_for(plan: &Plan, model_dir: &Path) -> Result<Manifest> {
+    let r = &plan.recipe.recipe;
+    Ok(Manifest {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        reft_version: env!("CARGO_PKG_VERSION").into(),
+        base_model: ModelEntry {
+            path: model_dir.display().to_string(),
+            arch: plan.model.arch.clone(),
+            fingerprint: super::fingerprint(model_dir)?,
+            parameters: plan.model.num_parameters,
+        },
+        interventions: plan
+            .interventions
+            .iter()
+            .map(|p| InterventionEntry {
+                name: p.name.clone(),
+                kind: p.factory.name.into(),
+                version: p.factory.version.into(),
+                hook: p.site.to_string(),
+                positions: p.positions.to_string(),
+                options: p.options.clone(),
+            })
+            .collect(),
+        plugins: crate::plugin::loaded_libraries()
+            .into_iter()
+            .filter(|lib| plan.interventions.iter().any(|p| lib.plugins.contains(&p.factory.name)))
+            .map(|lib| lib.path.display().to_string())
+            .collect(),
+        head: (r.task.kind == TaskKind::Classification).then(|| HeadEntry {
+            kind: "classification".into(),
+            num_labels: r.task.num_labels,
+            pooling: r.task.pooling,
+            labels: r.task.labels.clone(),
+        }),
+        task: (r.task.kind == TaskKind::CausalLm).then(|| TaskEntry {
+            kind: TaskKind::CausalLm,
+            chat_template: r.task.uses_chat_template(),
+            system: r.task.system.clone(),
+        }),
+        recipe: serde_yaml::to_value(r).ok(),
+        max_length: r.data.as_ref().map(|d| d.max_length),
+        tensors: Default::default(),
+        weights_sha256: String::new(),
+        metrics: None,
+    })
 }

@@ -9,7 +9,7 @@ pub mod merge;
 pub mod peft;
 
 pub use fingerprint::fingerprint;
-pub use manifest::{HeadEntry, InterventionEntry, Manifest, ModelEntry, TaskEntry, FORMAT, FORMAT_VERSION};
+pub use manifest::{manifest_for, HeadEntry, InterventionEntry, Manifest, ModelEntry, TaskEntry, FORMAT, FORMAT_VERSION};
 
 use crate::intervention::attach::Interventions;
 use crate::error::{Error, Result};
@@ -17,7 +17,7 @@ use crate::hooks::{HookPattern, HookSurface};
 use crate::intervention::{self, BuildSpec, NamedVar};
 use crate::model::{self, Backbone};
 use crate::rng::SeededRng;
-use crate::task::classification::ClassifierHead;
+use crate::task::classification::{ClassifierHead, ClassifierModel};
 use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -65,6 +65,9 @@ pub struct Loaded {
     pub backbone: Box<dyn Backbone>,
     pub interventions: Interventions,
     pub head: Option<ClassifierHead>,
+    /// What the caller should tell the user (core does not print): e.g. an adapter from an
+    /// older reft whose weights carry no recorded hash, so they load unchecked.
+    pub notes: Vec<String>,
 }
 
 /// Read and validate `adapter.yaml` alone.
@@ -128,7 +131,13 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
     let weights_path = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
     let actual = crate::io::sha256_file(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
-    if !manifest.weights_sha256.is_empty() && actual != manifest.weights_sha256 {
+    let mut notes = Vec::new();
+    if manifest.weights_sha256.is_empty() {
+        notes.push(format!(
+            "{}: adapter.yaml records no weights_sha256 (written by an older reft), so {WEIGHTS_FILE} is loaded unchecked; re-save it with `reft train --resume` or a new run",
+            dir.display()
+        ));
+    } else if actual != manifest.weights_sha256 {
         return Err(Error::model(&weights_path, "does not match the hash recorded in adapter.yaml (a partial copy or a different run?)"));
     }
     let file = model::safetensors_file::WeightFile::from_bytes(&weights_path, &bytes, dtype, device)?;
@@ -145,7 +154,7 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
         v.var.set(&seen[name])?;
     }
     let backbone = model::load(&model_dir, dtype, device)?;
-    Ok(Loaded { dir: dir.to_path_buf(), manifest, model_dir, backbone, interventions, head })
+    Ok(Loaded { dir: dir.to_path_buf(), manifest, model_dir, backbone, interventions, head, notes })
 }
 
 /// Load the plugin libraries the adapter was trained with, unless a library already loaded
@@ -165,4 +174,12 @@ fn load_recorded_plugins(manifest: &Manifest) -> Result<()> {
         crate::plugin::load(path)?;
     }
     Ok(())
+}
+
+impl Loaded {
+    /// The classifier to evaluate or predict with: backbone, interventions and head.
+    pub fn classifier(&self) -> Result<ClassifierModel<'_>> {
+        let head = self.head.as_ref().ok_or_else(|| Error::Other(format!("{}: the adapter has no classification head", self.dir.display())))?;
+        Ok(ClassifierModel { backbone: self.backbone.as_ref(), interventions: &self.interventions, head, dtype: DType::F32 })
+    }
 }

@@ -92,6 +92,14 @@ impl ModelConfig {
         }
     }
 
+    /// The longest sequence the model's position embeddings (or RoPE tables) cover.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            ModelConfig::Bert(c) => c.max_position_embeddings,
+            ModelConfig::Llama(c) => c.max_position_embeddings,
+        }
+    }
+
     fn surface(&self) -> &dyn HookSurface {
         match self {
             ModelConfig::Bert(c) => c,

@@ -6,6 +6,7 @@ pub mod paths;
 pub mod plan;
 pub mod target;
 mod task_check;
+mod train_check;
 pub mod types;
 
 pub use locate::SourceMap;

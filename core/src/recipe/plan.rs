@@ -78,6 +78,7 @@ impl Plan {
             interventions.extend(plan_entry(&recipe, i, spec, &model.config)?);
         }
         super::task_check::check(&recipe, &model, &interventions)?;
+        super::train_check::check(&recipe, &model)?;
         Ok(Plan {
             recipe,
             model_dir,
@@ -274,5 +275,16 @@ impl Plan {
             built.push(&p.name, p.site, p.positions, p.build(device, dtype, &mut own)?);
         }
         Ok(built)
+    }
+
+    /// The lowest layer any intervention touches: everything below it is frozen and fixed.
+    pub fn frozen_prefix_layers(&self) -> usize {
+        let n = HookSurface::num_layers(&self.model.config);
+        self.interventions
+            .iter()
+            // `embeddings` sits below layer 0: nothing is frozen below it.
+            .map(|p| p.site.layer.unwrap_or(0))
+            .min()
+            .unwrap_or(n)
     }
 }

@@ -5,7 +5,10 @@
 
 pub mod causal_lm;
 pub mod classification;
+mod encode;
 pub mod metrics;
+
+pub use encode::encode_file;
 
 use crate::error::{Error, Result};
 use crate::model::{Batch, PrefixCache};
@@ -73,4 +76,18 @@ pub trait TaskModel {
     fn eval_batch_size(&self, train_batch: usize) -> usize {
         train_batch.max(64)
     }
+}
+
+/// The task's model over `backbone`: a classifier when there is a `head`, else a causal LM.
+pub fn task_model<'a>(
+    backbone: &'a dyn crate::model::Backbone,
+    interventions: &'a crate::intervention::attach::Interventions,
+    head: Option<&'a classification::ClassifierHead>,
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+) -> Result<Box<dyn TaskModel + 'a>> {
+    Ok(match head {
+        Some(head) => Box::new(classification::ClassifierModel { backbone, interventions, head, dtype }),
+        None => Box::new(causal_lm::CausalLmModel::new(backbone, interventions, dtype, device)?),
+    })
 }

@@ -8,27 +8,26 @@ pub mod adamw;
 pub mod checkpoint;
 mod log;
 mod reporter;
+pub mod run_dir;
 pub mod schedule;
 
 pub use log::MetricsLog;
 pub use reporter::{Reporter, Silent};
 
-use crate::adapter::{self, HeadEntry, InterventionEntry, Manifest, ModelEntry, TaskEntry};
-use crate::intervention::attach::Interventions;
-use crate::data::{batch_order, read_examples, read_pairs, Example, Format};
+use crate::adapter;
+use crate::data::batch_order;
 use crate::error::{Error, Result};
-use crate::model::{self, tokenizer::batch_from_ids, Backbone, PrefixCache};
+use crate::model::{self, tokenizer::batch_from_ids, PrefixCache};
 use crate::recipe::{Plan, TaskKind};
 use crate::rng::SeededRng;
-use crate::task::causal_lm::{self, CausalLmModel, PromptFormat};
-use crate::task::classification::{ClassifierHead, ClassifierModel};
+use crate::task::classification::ClassifierHead;
 use crate::task::metrics::{ClassificationMetrics, LmMetrics, TaskMetrics};
-use crate::task::{Encoded, TaskModel, Targets};
+use crate::task::{encode_file, task_model, Encoded};
 use adamw::{clip_factor, AdamW};
 use candle_core::DType;
 use checkpoint::Progress;
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 pub struct TrainOptions<'a> {
@@ -58,113 +57,6 @@ pub struct TrainSummary {
     pub seconds_per_epoch: f64,
 }
 
-/// Read and tokenise a data file named in the recipe, the way its task reads data.
-/// `lm` is the model, needed by causal LM for its end token.
-pub fn encode_file(
-    plan: &Plan,
-    key: &str,
-    file: &str,
-    tok: &model::tokenizer::TextTokenizer,
-    lm: Option<&dyn model::CausalLm>,
-    reporter: &mut dyn Reporter,
-) -> Result<Encoded> {
-    let recipe = &plan.recipe;
-    let data = recipe.recipe.data.as_ref().expect("caller checked");
-    let path = recipe.resolve_path(&format!("data.{key}"), file)?;
-    if !path.exists() {
-        return Err(recipe.error_at(&format!("data.{key}"), format!("{} does not exist (run `reft setup` for the default data)", path.display())));
-    }
-    let format = Format::of(&path, data.format)?;
-    let task = &recipe.recipe.task;
-    match task.kind {
-        TaskKind::Classification => {
-            let examples: Vec<Example> = read_examples(&path, format, &data.text, &data.label, task.num_labels, task.labels.as_deref())?;
-            let ids = examples
-                .iter()
-                .map(|e| tok.encode(&e.text, Some(data.max_length)))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Encoded { ids, targets: Targets::Labels(examples.iter().map(|e| e.label).collect()) })
-        }
-        TaskKind::CausalLm => {
-            let lm = lm.ok_or_else(|| recipe.error_at("task.kind", "causal_lm needs a decoder model"))?;
-            let eos = *lm.stop_tokens().first().ok_or_else(|| Error::Other("the model names no end-of-sequence token".into()))?;
-            let (prompt_col, response_col) = data.pair_columns();
-            let pairs = read_pairs(&path, format, prompt_col, response_col)?;
-            let prompts = PromptFormat::new(task.uses_chat_template(), task.system.clone(), &plan.model_dir)?;
-            let (encoded, truncated) = causal_lm::encode_pairs(&path, &pairs, tok, &prompts, eos, data.max_length)?;
-            if truncated > 0 {
-                reporter.message(&format!(
-                    "{}: {truncated} of {} responses cut to `data.max_length` {} tokens (their end token too)",
-                    path.display(),
-                    pairs.len(),
-                    data.max_length
-                ));
-            }
-            Ok(encoded)
-        }
-    }
-}
-
-/// The lowest layer any intervention touches: everything below it is frozen and fixed.
-pub fn frozen_prefix_layers(plan: &Plan) -> usize {
-    let n = crate::hooks::HookSurface::num_layers(&plan.model.config);
-    plan.interventions
-        .iter()
-        // `embeddings` sits below layer 0: nothing is frozen below it.
-        .map(|p| p.site.layer.unwrap_or(0))
-        .min()
-        .unwrap_or(n)
-}
-
-/// The manifest describing a plan's adapter.
-pub fn manifest_for(plan: &Plan, model_dir: &Path) -> Result<Manifest> {
-    let r = &plan.recipe.recipe;
-    Ok(Manifest {
-        format: adapter::FORMAT.into(),
-        format_version: adapter::FORMAT_VERSION,
-        reft_version: env!("CARGO_PKG_VERSION").into(),
-        base_model: ModelEntry {
-            path: model_dir.display().to_string(),
-            arch: plan.model.arch.clone(),
-            fingerprint: adapter::fingerprint(model_dir)?,
-            parameters: plan.model.num_parameters,
-        },
-        interventions: plan
-            .interventions
-            .iter()
-            .map(|p| InterventionEntry {
-                name: p.name.clone(),
-                kind: p.factory.name.into(),
-                version: p.factory.version.into(),
-                hook: p.site.to_string(),
-                positions: p.positions.to_string(),
-                options: p.options.clone(),
-            })
-            .collect(),
-        plugins: crate::plugin::loaded_libraries()
-            .into_iter()
-            .filter(|lib| plan.interventions.iter().any(|p| lib.plugins.contains(&p.factory.name)))
-            .map(|lib| lib.path.display().to_string())
-            .collect(),
-        head: (r.task.kind == TaskKind::Classification).then(|| HeadEntry {
-            kind: "classification".into(),
-            num_labels: r.task.num_labels,
-            pooling: r.task.pooling,
-            labels: r.task.labels.clone(),
-        }),
-        task: (r.task.kind == TaskKind::CausalLm).then(|| TaskEntry {
-            kind: TaskKind::CausalLm,
-            chat_template: r.task.uses_chat_template(),
-            system: r.task.system.clone(),
-        }),
-        recipe: serde_yaml::to_value(r).ok(),
-        max_length: r.data.as_ref().map(|d| d.max_length),
-        tensors: Default::default(),
-        weights_sha256: String::new(),
-        metrics: None,
-    })
-}
-
 fn step_rng(seed: u64, step: usize) -> SeededRng {
     SeededRng::new(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ (step as u64).wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
@@ -174,26 +66,37 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     let recipe = &plan.recipe;
     let r = &recipe.recipe;
     let data = r.data.as_ref().ok_or_else(|| recipe.error_at_key("model", "the recipe has no `data:` section to train on"))?;
+    // Plan::new checked every `train:` and `data:` number (recipe/train_check.rs).
     let t = &r.train;
-    if t.batch_size == 0 || t.epochs == 0 && t.max_steps.is_none() {
-        return Err(recipe.error_at("train", "`batch_size` and `epochs` must be at least 1"));
-    }
-    if !(t.lr.is_finite() && t.lr > 0.0) {
-        return Err(recipe.error_at("train.lr", format!("learning rate must be positive, got {}", t.lr)));
-    }
     let device = crate::device::parse(&r.model.device).map_err(|e| recipe.error_at("model.device", e.to_string()))?;
     let dtype = r.model.dtype.dtype();
     let reporter = opts.reporter;
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
+    // One trainer per folder; then nothing else writes here, so leftovers of a killed writer go.
+    let _lock = run_dir::RunLock::acquire(&opts.run_dir)?;
+    run_dir::remove_stray_temp_files(&opts.run_dir)?;
+    let identity = run_dir::RunIdentity::of(plan)?;
+    if opts.resume {
+        match run_dir::RunIdentity::load(&opts.run_dir)? {
+            Some(recorded) => identity.check_resume(&recorded, &opts.run_dir)?,
+            None => reporter.message(&format!(
+                "note: {} records no {} (an older reft made it): the recipe and data are not checked against the run's",
+                opts.run_dir.display(),
+                run_dir::IDENTITY_FILE
+            )),
+        }
+    }
+    identity.save(&opts.run_dir)?;
 
     // Model, data, interventions, head.
     let backbone = model::load(&plan.model_dir, dtype, &device)?;
     let tok = model::load_tokenizer(&plan.model_dir)?;
     let pad = tok.pad_id();
     let lm = backbone.as_causal_lm();
-    let train_set = encode_file(plan, "train", &data.train, &tok, lm, reporter)?;
-    let dev_set = match &data.eval { Some(f) => Some(encode_file(plan, "eval", f, &tok, lm, reporter)?), None => None };
-    let test_set = match &data.test { Some(f) => Some(encode_file(plan, "test", f, &tok, lm, reporter)?), None => None };
+    let mut note = |m: &str| reporter.message(m);
+    let train_set = encode_file(plan, "train", &data.train, &tok, lm, &mut note)?;
+    let dev_set = match &data.eval { Some(f) => Some(encode_file(plan, "eval", f, &tok, lm, &mut note)?), None => None };
+    let test_set = match &data.test { Some(f) => Some(encode_file(plan, "test", f, &tok, lm, &mut note)?), None => None };
     reporter.message(&format!(
         "data: {} train, {} dev, {} test examples",
         train_set.ids.len(),
@@ -215,7 +118,7 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     let model = task_model(backbone.as_ref(), &interventions, head.as_ref(), dtype, &device)?;
 
     // The frozen prefix, computed once.
-    let prefix_layer = if opts.cache_prefix { frozen_prefix_layers(plan) } else { 0 };
+    let prefix_layer = if opts.cache_prefix { plan.frozen_prefix_layers() } else { 0 };
     let caches = if prefix_layer > 0 {
         let started = Instant::now();
         let build = |e: &Encoded| PrefixCache::build(backbone.as_ref(), prefix_layer, &e.ids, pad, 64, &device);
@@ -251,8 +154,8 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     } else {
         Progress { global_step: 0, epoch: 0, batch_in_epoch: 0, best_dev_accuracy: None, best_epoch: None, history: vec![], train_seconds: 0.0, epoch_loss_sum: 0.0 }
     };
-    let log = MetricsLog::open(&opts.run_dir.join("metrics.jsonl"), opts.resume.then_some(progress.global_step))?;
-    let mut manifest = manifest_for(plan, &plan.model_dir)?;
+    let log = MetricsLog::open(&opts.run_dir.join("metrics.jsonl"), opts.resume.then_some((progress.global_step, progress.epoch)))?;
+    let mut manifest = adapter::manifest_for(plan, &plan.model_dir)?;
     let eval_batch = model.eval_batch_size(t.batch_size);
 
     reporter.begin(total, progress.global_step);
@@ -380,22 +283,3 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
     Ok(summary)
 }
 
-/// The task's model over `backbone`: a classifier when there is a `head`, else a causal LM.
-fn task_model<'a>(
-    backbone: &'a dyn Backbone,
-    interventions: &'a Interventions,
-    head: Option<&'a ClassifierHead>,
-    dtype: DType,
-    device: &candle_core::Device,
-) -> Result<Box<dyn TaskModel + 'a>> {
-    Ok(match head {
-        Some(head) => Box::new(ClassifierModel { backbone, interventions, head, dtype }),
-        None => Box::new(CausalLmModel::new(backbone, interventions, dtype, device)?),
-    })
-}
-
-/// The model to evaluate or predict with, built from a loaded adapter.
-pub fn classifier_of(loaded: &adapter::Loaded) -> Result<ClassifierModel<'_>> {
-    let head = loaded.head.as_ref().ok_or_else(|| Error::Other(format!("{}: the adapter has no classification head", loaded.dir.display())))?;
-    Ok(ClassifierModel { backbone: loaded.backbone.as_ref(), interventions: &loaded.interventions, head, dtype: DType::F32 })
-}
