@@ -4,6 +4,7 @@
 mod batches;
 mod pairs;
 mod read;
+mod table;
 
 pub use batches::{batch_order, BatchOrder};
 pub use pairs::{read_pairs, Pair};

@@ -1,7 +1,8 @@
 //! Instruction/response pairs for causal-LM training, read by the columns (or JSON fields)
 //! a recipe names. Errors say the file and line.
 
-use super::read::{split_row, Format};
+use super::read::Format;
+use super::table::{read_text, Table};
 use crate::error::{Error, Result};
 use std::path::Path;
 
@@ -17,7 +18,7 @@ pub struct Pair {
 /// Read `(prompt, response)` pairs from the fields `prompt_col` and `response_col`.
 /// JSONL is the natural format (responses may span lines); TSV/CSV work too, with a header.
 pub fn read_pairs(path: &Path, format: Format, prompt_col: &str, response_col: &str) -> Result<Vec<Pair>> {
-    let content = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let content = read_text(path)?;
     let at = |line: usize, m: String| Error::Other(format!("{}:{line}: {m}", path.display()));
     let mut out = Vec::new();
     match format {
@@ -37,25 +38,10 @@ pub fn read_pairs(path: &Path, format: Format, prompt_col: &str, response_col: &
             }
         }
         Format::Tsv | Format::Csv => {
-            let sep = if format == Format::Tsv { '\t' } else { ',' };
-            let mut lines = content.lines().enumerate();
-            let (_, header) = lines.next().ok_or_else(|| at(1, "empty file: expected a header line".into()))?;
-            let cols: Vec<String> = split_row(header, sep).into_iter().map(|c| c.trim().to_string()).collect();
-            let find = |name: &str| {
-                cols.iter()
-                    .position(|c| c == name)
-                    .ok_or_else(|| at(1, format!("no column `{name}` in the header (columns: {})", cols.join(", "))))
-            };
-            let (pi, ri) = (find(prompt_col)?, find(response_col)?);
-            for (n, line) in lines {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let fields = split_row(line, sep);
-                let get = |i: usize| {
-                    fields.get(i).cloned().ok_or_else(|| at(n + 1, format!("expected {} fields, found {}", cols.len(), fields.len())))
-                };
-                out.push(Pair { prompt: get(pi)?, response: get(ri)?, line: n + 1 });
+            let table = Table::read(path, &content, format.delimiter())?;
+            let (pi, ri) = (table.column(path, prompt_col)?, table.column(path, response_col)?);
+            for (line, fields) in &table.rows {
+                out.push(Pair { prompt: fields[pi].clone(), response: fields[ri].clone(), line: *line });
             }
         }
     }

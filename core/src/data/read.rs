@@ -1,5 +1,6 @@
 //! Readers for the data formats a recipe may name. Errors say the file and line.
 
+use super::table::{read_text, Table};
 use super::Example;
 use crate::error::{Error, Result};
 use std::path::Path;
@@ -12,6 +13,15 @@ pub enum Format {
 }
 
 impl Format {
+    /// The field delimiter of a delimited format (JSONL has none).
+    pub fn delimiter(self) -> u8 {
+        if self == Format::Csv {
+            b','
+        } else {
+            b'\t'
+        }
+    }
+
     /// From the recipe's `format`, else the file's extension.
     pub fn of(path: &Path, declared: Option<crate::recipe::DataFormat>) -> Result<Format> {
         use crate::recipe::DataFormat as D;
@@ -43,7 +53,7 @@ pub fn read_examples(
     num_labels: usize,
     label_names: Option<&[String]>,
 ) -> Result<Vec<Example>> {
-    let content = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let content = read_text(path)?;
     let at = |line: usize, m: String| Error::Other(format!("{}:{line}: {m}", path.display()));
     let parse_label = |line: usize, raw: &str| -> Result<usize> {
         let raw = raw.trim();
@@ -61,28 +71,10 @@ pub fn read_examples(
     let mut out = Vec::new();
     match format {
         Format::Tsv | Format::Csv => {
-            let sep = if format == Format::Tsv { '\t' } else { ',' };
-            let mut lines = content.lines().enumerate();
-            let (_, header) = lines.next().ok_or_else(|| at(1, "empty file: expected a header line".into()))?;
-            let cols: Vec<String> = split_row(header, sep).into_iter().map(|c| c.trim().to_string()).collect();
-            let find = |name: &str| {
-                cols.iter().position(|c| c == name).ok_or_else(|| {
-                    at(1, format!("no column `{name}` in the header (columns: {})", cols.join(", ")))
-                })
-            };
-            let (ti, li) = (find(text_col)?, find(label_col)?);
-            for (n, line) in lines {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let fields = split_row(line, sep);
-                let get = |i: usize| {
-                    fields.get(i).ok_or_else(|| at(n + 1, format!("expected {} fields, found {}", cols.len(), fields.len())))
-                };
-                out.push(Example {
-                    text: get(ti)?.to_string(),
-                    label: parse_label(n + 1, get(li)?)?,
-                });
+            let table = Table::read(path, &content, format.delimiter())?;
+            let (ti, li) = (table.column(path, text_col)?, table.column(path, label_col)?);
+            for (line, fields) in &table.rows {
+                out.push(Example { text: fields[ti].clone(), label: parse_label(*line, &fields[li])? });
             }
         }
         Format::Jsonl => {
@@ -109,33 +101,9 @@ pub fn read_examples(
         }
     }
     if out.is_empty() {
-        return Err(Error::Other(format!("{}: no examples", path.display())));
+        return Err(Error::Other(format!("{}: no examples (every line is empty)", path.display())));
     }
     Ok(out)
-}
-
-/// Split one delimited row; CSV fields may be double-quoted with `""` escapes.
-pub(super) fn split_row(line: &str, sep: char) -> Vec<String> {
-    if sep == '\t' {
-        return line.split('\t').map(str::to_string).collect();
-    }
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            c if c == sep && !quoted => fields.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    fields.push(cur);
-    fields
 }
 
 #[cfg(test)]
