@@ -6,6 +6,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
+use reft_core::task::metrics::TaskMetrics;
+use reft_core::train::Record;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -131,30 +133,39 @@ fn read_log(path: &Path) -> anyhow::Result<Log> {
         }
         let kind = v.get("type").and_then(Value::as_str).ok_or_else(|| anyhow!("{at}: record has no \"type\" string"))?;
         match kind {
-            "step" => log.steps.push(StepPoint { step: uint(&v, "step", &at)?, loss: num(&v, "loss", &at)? }),
-            "epoch" => {
-                let dev = match v.get("dev") {
-                    None | Some(Value::Null) => None,
-                    // A causal-LM run's eval metrics (loss, perplexity): drawn as loss per epoch.
-                    Some(d) if d.is_object() && d.get("accuracy").is_none() && d.get("perplexity").is_some() => None,
-                    Some(d) if d.is_object() => Some((num(d, "accuracy", &at)?, num(d, "macro_f1", &at)?)),
-                    Some(d) => bail!("{at}: \"dev\" should be an object or null, found {}", short(d)),
-                };
-                let best = match v.get("best") {
-                    None | Some(Value::Null) => false,
-                    Some(Value::Bool(b)) => *b,
-                    Some(b) => bail!("{at}: \"best\" should be true or false, found {}", short(b)),
-                };
-                log.epochs.push(EpochPoint {
-                    step: uint(&v, "step", &at)?,
-                    epoch: uint(&v, "epoch", &at)?,
-                    train_loss: num(&v, "train_loss", &at)?,
-                    dev,
-                    best,
-                });
+            "step" | "epoch" => {}
+            // Only the best epoch is drawn from the summary, and a run without one still plots.
+            "final" => {
+                log.final_best_epoch = v.pointer("/summary/best_epoch").and_then(Value::as_u64);
+                continue;
             }
-            "final" => log.final_best_epoch = v.pointer("/summary/best_epoch").and_then(Value::as_u64),
-            _ => {} // a record type this version does not draw
+            _ => continue, // a record type this version does not draw
+        }
+        // The trainer's own record types (reft_core::train::Record), read back by name.
+        let record: Record = serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            // serde quotes names with backticks; the messages here quote JSON keys as JSON does.
+            let msg = e.inner().to_string().replace('`', "\"");
+            if path == "." || path.is_empty() {
+                anyhow!("{at}: {msg}")
+            } else {
+                anyhow!("{at}: in \"{path}\": {msg}")
+            }
+        })?;
+        match record {
+            Record::Step(r) => log.steps.push(StepPoint { step: r.step as u64, loss: r.loss }),
+            Record::Epoch(r) => log.epochs.push(EpochPoint {
+                step: r.step as u64,
+                epoch: r.epoch as u64,
+                train_loss: r.train_loss,
+                // A causal-LM run's eval metrics (loss, perplexity) have no accuracy to draw.
+                dev: match r.dev {
+                    Some(TaskMetrics::Classification(m)) => Some((m.accuracy, m.macro_f1)),
+                    _ => None,
+                },
+                best: r.best,
+            }),
+            Record::Final(_) => {}
         }
     }
     if log.steps.is_empty() && log.epochs.is_empty() {
@@ -180,20 +191,6 @@ fn short(v: &Value) -> String {
         format!("{}…", s.chars().take(40).collect::<String>())
     } else {
         s
-    }
-}
-
-fn num(v: &Value, key: &str, at: &str) -> anyhow::Result<f64> {
-    match v.get(key) {
-        Some(x) => x.as_f64().ok_or_else(|| anyhow!("{at}: \"{key}\" should be a number, found {}", short(x))),
-        None => bail!("{at}: record has no \"{key}\""),
-    }
-}
-
-fn uint(v: &Value, key: &str, at: &str) -> anyhow::Result<u64> {
-    match v.get(key) {
-        Some(x) => x.as_u64().ok_or_else(|| anyhow!("{at}: \"{key}\" should be a whole number ≥ 0, found {}", short(x))),
-        None => bail!("{at}: record has no \"{key}\""),
     }
 }
 

@@ -59,7 +59,8 @@ impl LmMetrics {
 }
 
 /// A task's evaluation metrics. Serialised without a tag, so a classification run's
-/// summary.json and metrics.jsonl read exactly as before.
+/// summary.json and metrics.jsonl read exactly as before; read back by their keys
+/// (`accuracy`: classification, `perplexity`: causal LM), each number checked by name.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum TaskMetrics {
@@ -119,5 +120,32 @@ mod tests {
         assert_eq!(l.loss, 2.0);
         assert!((l.perplexity - 2f64.exp()).abs() < 1e-12);
         assert_eq!(TaskMetrics::CausalLm(l).score(), -2.0);
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskMetrics {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = serde_json::Value::deserialize(d)?;
+        let (fields, classification): (&[&str], bool) = if v.get("accuracy").is_some() {
+            (&["accuracy", "macro_f1", "examples", "loss"], true)
+        } else if v.get("perplexity").is_some() {
+            (&["loss", "perplexity", "tokens", "examples"], false)
+        } else {
+            return Err(D::Error::custom(format!("metrics {v} have neither \"accuracy\" (classification) nor \"perplexity\" (causal LM)")));
+        };
+        // Name the key at fault: serde's own messages for a wrong type do not.
+        for f in fields {
+            match v.get(*f) {
+                Some(x) if x.is_number() => {}
+                Some(x) => return Err(D::Error::custom(format!("\"{f}\" should be a number, found {x}"))),
+                None => return Err(D::Error::custom(format!("metrics have no \"{f}\""))),
+            }
+        }
+        Ok(if classification {
+            TaskMetrics::Classification(serde_json::from_value(v).map_err(D::Error::custom)?)
+        } else {
+            TaskMetrics::CausalLm(serde_json::from_value(v).map_err(D::Error::custom)?)
+        })
     }
 }

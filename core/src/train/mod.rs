@@ -11,7 +11,7 @@ mod reporter;
 pub mod run_dir;
 pub mod schedule;
 
-pub use log::MetricsLog;
+pub use log::{EpochRecord, FinalRecord, MetricsLog, Record, StepRecord};
 pub use reporter::{Reporter, Silent};
 
 use crate::adapter;
@@ -44,7 +44,7 @@ pub struct TrainOptions<'a> {
     pub reporter: &'a mut dyn Reporter,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainSummary {
     pub run_dir: PathBuf,
     pub best_epoch: usize,
@@ -196,9 +196,13 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
             let secs = clock.elapsed().as_secs_f64();
             reporter.step(progress.global_step, epoch, loss_value, examples_since as f64 / secs.max(1e-9));
             if progress.global_step % opts.log_every.max(1) == 0 {
-                log.write(serde_json::json!({
-                    "type": "step", "step": progress.global_step, "epoch": epoch + 1, "loss": loss_value,
-                    "lr": lr, "grad_norm": grad_norm, "examples_per_sec": examples_since as f64 / secs.max(1e-9)
+                log.write(&Record::Step(StepRecord {
+                    step: progress.global_step,
+                    epoch: epoch + 1,
+                    loss: loss_value,
+                    lr,
+                    grad_norm,
+                    examples_per_sec: examples_since as f64 / secs.max(1e-9),
                 }))?;
             }
             if opts.checkpoint_every > 0 && progress.global_step % opts.checkpoint_every == 0 {
@@ -226,12 +230,16 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
             progress.best_epoch = Some(epoch);
             adapter::save(&opts.run_dir, &manifest, &interventions, head.as_ref())?;
         }
-        let record = serde_json::json!({
-            "type": "epoch", "step": progress.global_step, "epoch": epoch + 1, "train_loss": mean_loss,
-            "dev": dev, "best": best, "train_seconds": progress.train_seconds
+        let record = Record::Epoch(EpochRecord {
+            step: progress.global_step,
+            epoch: epoch + 1,
+            train_loss: mean_loss,
+            dev,
+            best,
+            train_seconds: progress.train_seconds,
         });
-        log.write(record.clone())?;
-        progress.history.push(record);
+        log.write(&record)?;
+        progress.history.push(serde_json::to_value(&record).map_err(|e| Error::Other(e.to_string()))?);
         if let Some(d) = &dev {
             reporter.epoch(epoch, d, best);
         }
@@ -271,7 +279,7 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
         steps: progress.global_step,
         seconds_per_epoch: progress.train_seconds / (progress.epoch.max(1)) as f64,
     };
-    log.write(serde_json::json!({ "type": "final", "step": progress.global_step, "summary": summary }))?;
+    log.write(&Record::Final(FinalRecord { step: progress.global_step, summary: summary.clone() }))?;
     manifest.metrics = serde_json::to_value(&summary).ok();
     adapter::save(&opts.run_dir, &manifest, &interventions, head.as_ref())?;
     // A LoRA-only adapter is also written in HF PEFT's layout, so PEFT (and anything that reads
