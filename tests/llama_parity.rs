@@ -178,3 +178,22 @@ fn generate_and_chat_commands_stream_text() {
     let (ok, _, err) = run_reft(&["generate", "--model", "/nonexistent/model.gguf", "hi"]);
     assert!(!ok && err.contains("/nonexistent/model.gguf"), "{err}");
 }
+
+#[test]
+fn a_gguf_with_a_corrupted_region_is_refused_naming_the_tensor() {
+    let Some(gguf) = common::smollm2_gguf() else { return };
+    let mut bytes = std::fs::read(&gguf).unwrap();
+    // XOR 64 KB in the middle: it used to load and generate "Madame Madame…" with rc 0.
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 65536] {
+        *b ^= 0x5a;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let corrupt = tmp.path().join("corrupt.gguf");
+    std::fs::write(&corrupt, bytes).unwrap();
+    let err = match reft_core::model::load(&corrupt, reft_core::candle_core::DType::F32, &reft_core::candle_core::Device::Cpu) {
+        Ok(_) => panic!("a corrupted GGUF loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("corrupt.gguf") && err.contains("tensor `blk.") && err.contains("the file is corrupt"), "{err}");
+}

@@ -177,9 +177,20 @@ impl GgufFile {
         // Dequantise on the CPU (every ggml type has a CPU kernel), then convert and move.
         let q = self.content.tensor(&mut self.reader, name, &Device::Cpu).map_err(fail)?;
         let t = q.dequantize(&Device::Cpu).map_err(fail)?;
+        // A GGUF carries no checksum, but a corrupted block usually shows: its f16 scale
+        // decodes to NaN, infinity or a magnitude no trained weight has.
+        let peak = t.abs().and_then(|a| a.flatten_all()?.max(0)?.to_dtype(DType::F32)?.to_scalar::<f32>()).map_err(fail)?;
+        if !(peak.is_finite() && peak <= MAX_PLAUSIBLE_WEIGHT) {
+            return Err(Error::model(&self.path, format!(
+                "tensor `{name}` holds a value of magnitude {peak} (non-finite, or above {MAX_PLAUSIBLE_WEIGHT}): the file is corrupt"
+            )));
+        }
         Ok(t.to_dtype(dtype).and_then(|t| t.to_device(device)).map_err(fail)?)
     }
 }
+
+/// No weight of a trained model reaches this (their largest are norm scales of a few hundred).
+const MAX_PLAUSIBLE_WEIGHT: f32 = 1e4;
 
 /// Whether `path` looks like a GGUF file by its name.
 pub fn is_gguf_name(path: &Path) -> bool {
