@@ -1,13 +1,18 @@
-//! HF PEFT's LoRA adapter layout: `adapter_config.json` + `adapter_model.safetensors`, with
-//! tensors named `base_model.model.<module path>.lora_A.weight` (`[r, in]`) and
-//! `.lora_B.weight` (`[out, r]`), the update being `(lora_alpha/r)·B·A` (alpha/√r with
-//! `use_rslora`). Reading turns such a folder into the same [`Loaded`] adapter our own format
-//! gives, so `eval`, `predict` and `collect` take either; writing lets PEFT load what we train.
+//! HF PEFT's adapter layout for LoRA-family plugins: `adapter_config.json` +
+//! `adapter_model.safetensors`, with tensors named `base_model.model.<module path>.<suffix>`.
+//! What the suffixes are, which config keys a plugin honours and how they become recipe
+//! options is the plugin's own [`PeftMapping`] (the `lora` plugin: `lora_A.weight` `[r, in]`,
+//! `lora_B.weight` `[out, r]`, `use_rslora`, `lora_dropout`). This module keeps what every
+//! LoRA-family config shares: `r`, `lora_alpha`, `rank_pattern`/`alpha_pattern`,
+//! `target_modules`/`layers_to_transform`, the base model and the key prefix. Reading turns
+//! such a folder into the same [`Loaded`] adapter our own format gives, so `eval`, `predict`
+//! and `collect` take either; writing lets PEFT load what we train.
 
 use super::{HeadEntry, InterventionEntry, Loaded, Manifest, ModelEntry, FORMAT, FORMAT_VERSION};
 use crate::intervention::attach::Interventions;
 use crate::error::{Error, Result};
 use crate::hooks::{HookSurface, Site};
+use crate::intervention::peft_mapping::{self, PeftMapping};
 use crate::intervention::{self, BuildSpec};
 use crate::model;
 use crate::recipe::Pooling;
@@ -38,16 +43,6 @@ struct PeftConfig {
     r: usize,
     lora_alpha: f64,
     #[serde(default)]
-    lora_dropout: f32,
-    #[serde(default)]
-    use_rslora: bool,
-    #[serde(default)]
-    use_dora: bool,
-    #[serde(default)]
-    fan_in_fan_out: bool,
-    #[serde(default = "none")]
-    bias: String,
-    #[serde(default)]
     rank_pattern: BTreeMap<String, usize>,
     #[serde(default)]
     alpha_pattern: BTreeMap<String, f64>,
@@ -75,10 +70,6 @@ fn targets(target_modules: &serde_json::Value, path: &str) -> bool {
             .any(|n| path == n || path.ends_with(&format!(".{n}"))),
         _ => false,
     }
-}
-
-fn none() -> String {
-    "none".into()
 }
 
 /// PEFT's rule for `rank_pattern`/`alpha_pattern` keys: the key matches the end of the
@@ -109,22 +100,13 @@ fn base_model_dir(cfg: &PeftConfig, model_override: Option<&Path>, dir: &Path) -
 pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Result<Loaded> {
     let config_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-    let cfg: PeftConfig = serde_json::from_str(&text).map_err(|e| {
+    let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         Error::Other(format!("{}:{}:{}: not a PEFT adapter config: {e}", config_path.display(), e.line(), e.column()))
     })?;
+    let cfg: PeftConfig = serde_json::from_value(raw.clone())
+        .map_err(|e| Error::Other(format!("{}: not a PEFT adapter config: {e}", config_path.display())))?;
     let unsupported = |what: &str| Error::model(&config_path, format!("{what} is not supported (reft reads plain LoRA adapters)"));
-    if cfg.peft_type != "LORA" {
-        return Err(unsupported(&format!("peft_type `{}`", cfg.peft_type)));
-    }
-    if cfg.use_dora {
-        return Err(unsupported("use_dora: true"));
-    }
-    if cfg.fan_in_fan_out {
-        return Err(unsupported("fan_in_fan_out: true"));
-    }
-    if cfg.bias != "none" {
-        return Err(unsupported(&format!("bias `{}`", cfg.bias)));
-    }
+    let mapping = mapping_for(&cfg.peft_type, &raw).map_err(|why| unsupported(&why))?;
     let is_set = |v: &Option<serde_json::Value>| v.as_ref().is_some_and(|v| !(v.is_null() || v.as_array().is_some_and(Vec::is_empty)));
     if is_set(&cfg.layer_replication) {
         return Err(unsupported("layer_replication"));
@@ -154,7 +136,8 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
     let mut head: Option<(String, String)> = None;
     for key in file.names() {
         let rest = key.strip_prefix(KEY_PREFIX).unwrap_or(key);
-        if let Some(module) = rest.strip_suffix(".lora_A.weight") {
+        let suffix = |i: usize| format!(".{}", mapping.tensors[i]);
+        if let Some(module) = rest.strip_suffix(&suffix(0)) {
             // A model saved from a task wrapper (BertForSequenceClassification) nests the
             // encoder under `bert.`.
             let site = ["", "bert.", "roberta.", "model."]
@@ -162,7 +145,7 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
                 .find_map(|p| module.strip_prefix(p).and_then(|m| sites.get(m)))
                 .ok_or_else(|| Error::model(&weights_path, format!("`{key}`: no linear module `{module}` in this model")))?;
             modules.push((*site, key.to_string()));
-        } else if rest.ends_with(".lora_B.weight") {
+        } else if (1..mapping.tensors.len()).any(|i| rest.ends_with(&suffix(i))) {
             continue;
         } else if rest == "classifier.weight" || rest == "classifier.modules_to_save.weight" {
             let bias = key.replace(".weight", ".bias");
@@ -170,44 +153,44 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
         } else if rest.starts_with("classifier.") {
             continue;
         } else {
-            return Err(Error::model(&weights_path, format!("unexpected tensor `{key}` (only LoRA A/B and a classifier are read)")));
+            return Err(Error::model(&weights_path, format!(
+                "unexpected tensor `{key}` (only the `{}` tensors {} and a classifier are read)",
+                mapping.plugin,
+                mapping.tensors.join(", ")
+            )));
         }
     }
     if modules.is_empty() {
-        return Err(Error::model(&weights_path, "holds no `lora_A` tensors"));
+        return Err(Error::model(&weights_path, format!("holds no `{}` tensors", mapping.tensors[0])));
     }
     modules.sort_by_key(|(s, _)| *s);
 
-    let lora = intervention::find("lora")?;
+    let factory = intervention::find(mapping.plugin)?;
     let mut interventions = Interventions::default();
     let mut entries = Vec::new();
     let mut rng = SeededRng::new(0);
-    for (site, a_key) in &modules {
+    for (site, first_key) in &modules {
         let path = info.config.module_path(*site).expect("site came from a module path");
-        let b_key = a_key.replace(".lora_A.weight", ".lora_B.weight");
-        let a = file.get_any(a_key)?;
-        let rank = a.dims().first().copied().unwrap_or(0);
+        let stem = &first_key[..first_key.len() - mapping.tensors[0].len()];
+        let first = file.get_any(first_key)?;
+        let rank = first.dims().first().copied().unwrap_or(0);
         let want_rank = pattern_value(&cfg.rank_pattern, &path).unwrap_or(cfg.r);
         if rank != want_rank {
-            return Err(Error::model(&weights_path, format!("`{a_key}` has rank {rank}, the config says {want_rank}")));
+            return Err(Error::model(&weights_path, format!("`{first_key}` has rank {rank}, the config says {want_rank}")));
         }
         let alpha = pattern_value(&cfg.alpha_pattern, &path).unwrap_or(cfg.lora_alpha);
-        let mut options = serde_yaml::Mapping::new();
-        options.insert("rank".into(), (rank as u64).into());
-        options.insert("alpha".into(), alpha.into());
-        options.insert("dropout".into(), f64::from(cfg.lora_dropout).into());
-        options.insert("rslora".into(), cfg.use_rslora.into());
+        let options = (mapping.options_from_config)(&raw, rank, alpha);
         let (in_dim, out_dim) = info.config.component_dims(site.component).expect("linear site");
         let mut spec = BuildSpec { options: &options, site: *site, in_dim, out_dim, device, dtype: DType::F32, rng: &mut rng };
-        let module = (lora.build)(&mut spec)?;
-        let state = module.state();
-        state[0].var.set(&file.get(a_key, state[0].var.dims())?)?;
-        state[1].var.set(&file.get(&b_key, state[1].var.dims())?)?;
-        let name = format!("0.lora.{site}");
+        let module = (factory.build)(&mut spec)?;
+        for (v, suffix) in module.state().iter().zip(mapping.tensors) {
+            v.var.set(&file.get(&format!("{stem}{suffix}"), v.var.dims())?)?;
+        }
+        let name = format!("0.{}.{site}", factory.name);
         entries.push(InterventionEntry {
             name: name.clone(),
-            kind: "lora".into(),
-            version: lora.version.into(),
+            kind: factory.name.into(),
+            version: factory.version.into(),
             hook: site.to_string(),
             positions: "all".into(),
             options,
@@ -257,15 +240,33 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
     Ok(Loaded { dir: dir.to_path_buf(), manifest, model_dir, backbone, interventions, head, notes: Vec::new() })
 }
 
-/// Can these interventions be written in PEFT's layout? Only when every one is `lora` and
-/// they share the options PEFT keeps global (`use_rslora`, `lora_dropout`).
-pub fn writable(interventions: &Interventions, manifest: &Manifest) -> Result<()> {
-    if interventions.items.is_empty() {
-        return Err(Error::Other("PEFT layout: there are no interventions to write".into()));
+/// The plugin that reads a config of `peft_type` with these keys: the first registered
+/// mapping whose plugin honours them all, else the reason the closest one gave.
+fn mapping_for(peft_type: &str, config: &serde_json::Value) -> std::result::Result<&'static PeftMapping, String> {
+    let candidates: Vec<&PeftMapping> = peft_mapping::all().into_iter().filter(|m| m.peft_type == peft_type).collect();
+    let mut why = format!("peft_type `{peft_type}`");
+    for m in candidates {
+        match (m.check_config)(config) {
+            Ok(()) => return Ok(m),
+            Err(e) => why = e,
+        }
     }
-    if let Some(a) = interventions.items.iter().find(|a| a.module.kind() != "lora") {
+    Err(why)
+}
+
+/// Can these interventions be written in PEFT's layout? Only when every one is an instance
+/// of one plugin with a [`PeftMapping`], agreeing on the options PEFT keeps global. Returns
+/// that mapping.
+pub fn writable(interventions: &Interventions, manifest: &Manifest) -> Result<&'static PeftMapping> {
+    let Some(first) = interventions.items.first() else {
+        return Err(Error::Other("PEFT layout: there are no interventions to write".into()));
+    };
+    let kind = first.module.kind();
+    let mapping = peft_mapping::for_plugin(kind)
+        .ok_or_else(|| Error::Other(format!("PEFT layout: `{}` is a `{kind}` intervention, which has no PEFT form", first.name)))?;
+    if let Some(a) = interventions.items.iter().find(|a| a.module.kind() != kind) {
         return Err(Error::Other(format!(
-            "PEFT layout holds LoRA only, but `{}` is a `{}` intervention",
+            "PEFT layout holds one kind of adapter, but `{}` is a `{}` intervention beside `{kind}`",
             a.name,
             a.module.kind()
         )));
@@ -280,15 +281,16 @@ pub fn writable(interventions: &Interventions, manifest: &Manifest) -> Result<()
         v.dedup();
         v
     };
-    for key in ["rslora", "dropout"] {
+    for key in mapping.global_options {
         if global(key).len() > 1 {
-            return Err(Error::Other(format!("PEFT layout: `{key}` must be the same for every LoRA module (PEFT keeps one)")));
+            return Err(Error::Other(format!("PEFT layout: `{key}` must be the same for every `{kind}` module (PEFT keeps one)")));
         }
     }
-    Ok(())
+    Ok(mapping)
 }
 
-/// The `adapter_config.json` PEFT writes, with every key PEFT 0.21.2 writes for LoRA.
+/// The `adapter_config.json` PEFT writes, with every key PEFT 0.21.2 writes for a LoRA-family
+/// adapter but the plugin's own ([`PeftMapping::config_fields`]).
 #[derive(Serialize)]
 struct PeftConfigOut {
     alora_invocation_tokens: Option<()>,
@@ -311,7 +313,6 @@ struct PeftConfigOut {
     loftq_config: BTreeMap<String, ()>,
     lora_alpha: f64,
     lora_bias: bool,
-    lora_dropout: f64,
     lora_ga_config: Option<()>,
     megatron_config: Option<()>,
     megatron_core: &'static str,
@@ -328,14 +329,8 @@ struct PeftConfigOut {
     task_type: Option<()>,
     trainable_token_indices: Option<()>,
     use_bdlora: Option<()>,
-    use_dora: bool,
     use_qalora: bool,
-    use_rslora: bool,
     velora_config: Option<()>,
-}
-
-fn option_f64(e: &InterventionEntry, key: &str, default: f64) -> f64 {
-    e.options.get(key).and_then(|v| v.as_f64().or_else(|| v.as_u64().map(|u| u as f64))).unwrap_or(default)
 }
 
 /// The most frequent value, so that `rank_pattern`/`alpha_pattern` list only exceptions.
@@ -354,7 +349,7 @@ fn most_common<T: PartialEq + Copy>(values: &[T]) -> T {
 /// keys are those of a PEFT model wrapping the bare base model (`BertModel`): a task head
 /// trained beside the adapter is not part of this layout and stays in our own files.
 pub fn save(dir: &Path, manifest: &Manifest, interventions: &Interventions, config: &dyn HookSurface) -> Result<()> {
-    writable(interventions, manifest)?;
+    let mapping = writable(interventions, manifest)?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     let mut paths = Vec::new();
     let mut ranks = Vec::new();
@@ -364,10 +359,11 @@ pub fn save(dir: &Path, manifest: &Manifest, interventions: &Interventions, conf
             .module_path(a.site)
             .ok_or_else(|| Error::hook(&a.site.to_string(), "this model has no module path for it"))?;
         let state = a.module.state();
-        tensors.insert(format!("{KEY_PREFIX}{path}.lora_A.weight"), state[0].var.as_tensor().clone());
-        tensors.insert(format!("{KEY_PREFIX}{path}.lora_B.weight"), state[1].var.as_tensor().clone());
+        for (v, suffix) in state.iter().zip(mapping.tensors) {
+            tensors.insert(format!("{KEY_PREFIX}{path}.{suffix}"), v.var.as_tensor().clone());
+        }
         ranks.push(state[0].var.dims()[0]);
-        alphas.push(option_f64(e, "alpha", 8.0));
+        alphas.push((mapping.alpha)(&e.options));
         paths.push((a.site, path));
     }
     let r = most_common(&ranks);
@@ -375,7 +371,6 @@ pub fn save(dir: &Path, manifest: &Manifest, interventions: &Interventions, conf
     let rank_pattern = paths.iter().zip(&ranks).filter(|(_, k)| **k != r).map(|((_, p), k)| (p.clone(), *k)).collect();
     let alpha_pattern = paths.iter().zip(&alphas).filter(|(_, a)| **a != alpha).map(|((_, p), a)| (p.clone(), *a)).collect();
     let (target_modules, layers_to_transform) = target_of(&paths, config);
-    let first = &manifest.interventions[0];
     let out = PeftConfigOut {
         alora_invocation_tokens: None,
         alpha_pattern,
@@ -397,13 +392,12 @@ pub fn save(dir: &Path, manifest: &Manifest, interventions: &Interventions, conf
         loftq_config: BTreeMap::new(),
         lora_alpha: alpha,
         lora_bias: false,
-        lora_dropout: option_f64(first, "dropout", 0.0),
         lora_ga_config: None,
         megatron_config: None,
         megatron_core: "megatron.core",
         modules_to_save: None,
         monteclora_config: None,
-        peft_type: "LORA",
+        peft_type: mapping.peft_type,
         peft_version: PEFT_VERSION,
         qalora_group_size: 16,
         r,
@@ -414,14 +408,18 @@ pub fn save(dir: &Path, manifest: &Manifest, interventions: &Interventions, conf
         task_type: None,
         trainable_token_indices: None,
         use_bdlora: None,
-        use_dora: false,
         use_qalora: false,
-        use_rslora: first.options.get("rslora").and_then(|v| v.as_bool()).unwrap_or(false),
         velora_config: None,
     };
+    // The shared keys and the plugin's own, in one key-sorted object as PEFT writes it.
+    let mut json = match serde_json::to_value(&out).map_err(|e| Error::Other(e.to_string()))? {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!("a struct serialises to an object"),
+    };
+    json.extend((mapping.config_fields)(&manifest.interventions[0].options));
     crate::io::save_safetensors_atomic(&tensors, &dir.join(WEIGHTS_FILE))?;
-    let json = serde_json::to_string_pretty(&out).map_err(|e| Error::Other(e.to_string()))?;
-    crate::io::write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
+    let text = serde_json::to_string_pretty(&json).map_err(|e| Error::Other(e.to_string()))?;
+    crate::io::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
 }
 
 /// PEFT's `target_modules` (+ `layers_to_transform`) for exactly these modules: the short

@@ -6,6 +6,7 @@
 //! to the module's output as a function of the module's input.
 
 pub mod attach;
+pub mod peft_mapping;
 mod registry;
 mod spec;
 

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod layer;
+mod peft;
 
 pub use config::LoraConfig;
 pub use layer::Lora;
