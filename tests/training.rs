@@ -186,10 +186,13 @@ fn adapter_round_trip_and_manifest_checks() {
 #[test]
 fn a_nan_loss_stops_the_run_and_keeps_the_last_good_state() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = small_recipe(tmp.path(), 64, 1e30);
+    // A learning rate of 1e30 is refused by `reft check` now; a decoupled weight decay of
+    // lr·wd = 1e7 multiplies the weights by about -1e7 per update, which overflows f32 in a
+    // few updates just the same.
+    let recipe = small_recipe(tmp.path(), 64, 10.0);
     let run = tmp.path().join("run");
-    let (ok, _, err) = train(&recipe, &run, &[]);
-    assert!(!ok, "a learning rate of 1e30 must blow up");
+    let (ok, _, err) = train(&recipe, &run, &["--set", "train.weight_decay=1e6"]);
+    assert!(!ok, "a weight decay of 1e6 at lr 10 must blow up");
     assert!(err.contains("the loss became") && err.contains("last good state"), "{err}");
     assert!(!err.contains("panicked"));
     let progress: serde_json::Value =
@@ -243,4 +246,16 @@ fn the_run_folder_is_locked_resumes_only_the_same_run_and_logs_each_record_once(
     assert_eq!((records("epoch"), records("final")), (2, 1));
     assert_eq!(sha(&run.join("adapter.safetensors")), adapter);
     assert!(!stray.exists());
+
+    // An adapter whose manifest lacks the weights' hash (an older reft's) loads, with a note
+    // that its weights went unchecked; it used to load silently.
+    let manifest = run.join("adapter.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("weights_sha256:"), "{text}");
+    let without: String = text.lines().filter(|l| !l.starts_with("weights_sha256:")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&manifest, without).unwrap();
+    let dev = tmp.path().join("dev.tsv");
+    let (ok, _, err) = run_reft(&["eval", "--adapter", run.to_str().unwrap(), "--data", dev.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(err.contains("records no weights_sha256"), "{err}");
 }
