@@ -86,3 +86,28 @@ fn collect_matches_reference_hidden_states() {
         }
     }
 }
+
+#[test]
+fn run_writes_the_pipeline_where_the_recipe_says() {
+    // `reft run` fetches first: with the assets in the cache that is a marker check.
+    let _ = minilm_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("model")).unwrap();
+    common::tiny_model::write(&tmp.path().join("model"));
+    std::fs::write(tmp.path().join("train.tsv"), "text\tlabel\nhello world\t1\nthe cat sat\t0\ngood film\t1\nbad movie\t0\n").unwrap();
+    let recipe = tmp.path().join("recipe.yaml");
+    std::fs::write(
+        &recipe,
+        "model: { path: model }\ntask: { kind: classification, num_labels: 2 }\n\
+data: { train: train.tsv, max_length: 16 }\n\
+interventions:\n  - { kind: loreft, hooks: \"layers[1].block_output\", positions: f1, rank: 1 }\n\
+train: { epochs: 1, batch_size: 2 }\nexport: { dir: pipe_here }\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let (ok, out, err) = run_reft(&["run", recipe.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    // Relative to the recipe's folder, as every path in a recipe is; nothing beside the adapter.
+    assert!(tmp.path().join("pipe_here/pipeline.yaml").is_file(), "{out}");
+    assert!(!run.join("pipeline").exists());
+}

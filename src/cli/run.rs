@@ -24,7 +24,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let run_dir = &trained.summary.run_dir;
-    let pipeline_dir = run_dir.join("pipeline");
+    // The recipe's `export.dir`, else beside the adapter.
+    let pipeline_dir = trained.export_dir.clone().unwrap_or_else(|| run_dir.join("pipeline"));
     let loaded = adapter::load(run_dir, None, &candle_core::Device::Cpu)?;
     super::format::print_notes(&loaded.notes);
     let report = export_adapter(&loaded, &pipeline_dir, &ExportOptions::default())?;

@@ -55,6 +55,9 @@ pub struct Trained {
     pub test_file: Option<PathBuf>,
     pub text_column: String,
     pub label_column: String,
+    /// The recipe's `export.dir` (resolved against the recipe's folder): where `reft run`
+    /// writes the pipeline.
+    pub export_dir: Option<PathBuf>,
 }
 
 /// Train, print the summary, and return it.
@@ -65,6 +68,10 @@ pub fn train_and_report(args: Args) -> anyhow::Result<Trained> {
     let data = plan.recipe.recipe.data.as_ref();
     let test_file = match data.and_then(|d| d.test.as_deref()) {
         Some(t) => Some(plan.recipe.resolve_path("data.test", t)?),
+        None => None,
+    };
+    let export_dir = match &plan.recipe.recipe.export {
+        Some(e) => Some(plan.recipe.resolve_path("export.dir", &e.dir)?),
         None => None,
     };
     let (text_column, label_column) = data.map(|d| (d.text.clone(), d.label.clone())).unwrap_or_else(|| ("text".into(), "label".into()));
@@ -84,7 +91,7 @@ pub fn train_and_report(args: Args) -> anyhow::Result<Trained> {
             reporter: &mut reporter,
         },
     )?;
-    let trained = Trained { summary: summary.clone(), test_file, text_column, label_column };
+    let trained = Trained { summary: summary.clone(), test_file, text_column, label_column, export_dir };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(trained);
