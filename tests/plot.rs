@@ -188,3 +188,18 @@ fn a_log_with_no_records_is_an_error() {
         assert!(err.contains("metrics.jsonl") && err.contains("no step or epoch records"), "{log:?}: {err}");
     }
 }
+
+#[test]
+fn a_one_epoch_run_is_one_epoch() {
+    // The first epoch of a realistic run: steps 10..=260 and its epoch record.
+    let first: String = realistic_log(true)
+        .lines()
+        .take_while(|l| !l.contains("\"epoch\":2"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(first.contains("\"type\":\"epoch\""), "{first}");
+    let (_tmp, dir) = run_folder("short", &first);
+    let (ok, out, err) = reft(&["plot", dir.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains(", 1 epoch)"), "{out}");
+}

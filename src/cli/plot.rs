@@ -85,10 +85,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     write_png(&out, &title, &log, (args.width, args.height))?;
     let dev_epochs = log.epochs.iter().filter(|e| e.dev.is_some()).count();
     println!(
-        "wrote {} ({} loss points, {} epochs{})",
+        "wrote {} ({} loss points, {} epoch{}{})",
         out.display(),
         log.steps.len(),
         log.epochs.len(),
+        if log.epochs.len() == 1 { "" } else { "s" },
         if dev_epochs == 0 && !log.epochs.is_empty() { ", no dev metrics" } else { "" }
     );
     Ok(())
@@ -192,6 +193,17 @@ fn short(v: &Value) -> String {
     } else {
         s
     }
+}
+
+/// Decimals for the labels of an axis spanning `span`, at least `min`: enough that ticks
+/// about a tenth of the span apart print differently (a short run's loss axis spans a few
+/// hundredths, where two decimals printed "0.69" on every tick).
+fn decimals_for(span: f64, min: usize) -> usize {
+    if !(span.is_finite() && span > 0.0) {
+        return min;
+    }
+    let step = span / 10.0;
+    ((-step.log10()).ceil().max(0.0) as usize).clamp(min, 6)
 }
 
 /// Centred moving average: the mean of the `half` values either side and the value itself
@@ -332,7 +344,7 @@ fn draw_loss(area: &Area, log: &Log, px: &dyn Fn(f64) -> f64) -> anyhow::Result<
         .light_line_style(WHITE.mix(0.0))
         .bold_line_style(BLACK.mix(0.08))
         .x_label_formatter(&|x| format!("{}", x.round() as i64))
-        .y_label_formatter(&|y| format!("{y:.2}"))
+        .y_label_formatter(&|y| format!("{y:.*}", decimals_for(y1 - y0, 2)))
         .draw()
         .map_err(plot_err)?;
 
@@ -424,7 +436,7 @@ fn draw_dev(area: &Area, log: &Log, px: &dyn Fn(f64) -> f64) -> anyhow::Result<(
         .build_cartesian_2d(0.5..n as f64 + 0.5, y0..y1)
         .map_err(plot_err)?;
     let x_fmt = |x: &f64| if (x - x.round()).abs() < 1e-9 && *x >= 1.0 { format!("{}", x.round() as u64) } else { String::new() };
-    let y_fmt = |y: &f64| if percent { format!("{:.1}%", y * 100.0) } else { format!("{y:.3}") };
+    let y_fmt = |y: &f64| if percent { format!("{:.*}%", decimals_for((y1 - y0) * 100.0, 1), y * 100.0) } else { format!("{y:.*}", decimals_for(y1 - y0, 3)) };
     chart
         .configure_mesh()
         .x_desc("epoch")
@@ -493,6 +505,19 @@ fn draw_dev(area: &Area, log: &Log, px: &dyn Fn(f64) -> f64) -> anyhow::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn axis_labels_are_distinct_for_narrow_ranges() {
+        // A 40-update run's loss between 0.690 and 0.696: ticks 0.0006 apart.
+        for (y0, y1, min) in [(0.690, 0.696, 2), (0.5, 0.9, 2), (0.7843, 0.7851, 1), (0.0, 3.0, 3)] {
+            let d = decimals_for(y1 - y0, min);
+            let labels: Vec<String> = (0..=10).map(|i| format!("{:.*}", d, y0 + (y1 - y0) * i as f64 / 10.0)).collect();
+            let mut unique = labels.clone();
+            unique.dedup();
+            assert_eq!(unique.len(), labels.len(), "{labels:?}");
+            assert!(d >= min);
+        }
+    }
 
     #[test]
     fn moving_average_is_centred() {
