@@ -83,7 +83,7 @@ fn loss_falls_within_a_few_updates_and_same_seed_same_run() {
     let (first, last) = (la[..3].iter().sum::<f64>() / 3.0, la[6..].iter().sum::<f64>() / 3.0);
     println!("mean loss of the first epoch's updates {first:.3}, of the third's {last:.3}");
     assert!(last < first - 0.4, "the loss did not fall: {la:?}");
-    let dev = a.dev.causal_lm().expect("causal-LM metrics");
+    let dev = a.dev.as_ref().and_then(|d| d.causal_lm()).expect("causal-LM metrics");
     assert_eq!(dev.examples, 4);
     assert!(dev.tokens > 4 && dev.loss.is_finite() && (dev.perplexity - dev.loss.exp()).abs() < 1e-9, "{dev:?}");
     assert_eq!(a.dev, b.dev);
@@ -99,6 +99,25 @@ fn loss_falls_within_a_few_updates_and_same_seed_same_run() {
     let task = manifest.task.expect("a causal-LM manifest records its task");
     assert!(task.chat_template && task.system.is_none());
     assert!(manifest.head.is_none());
+}
+
+#[test]
+fn a_run_without_an_eval_set_records_no_dev_metrics_rather_than_zeros() {
+    let Some(gguf) = smollm2_gguf() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let path = recipe(tmp.path(), &gguf, "max_steps: 2, batch_size: 8, lr: 1.0e-2, seed: 42");
+    // The same recipe without `eval:`.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let without_eval = text.replace(&format!(", eval: \"{}\"", emoji_data("eval.jsonl").display()), "");
+    assert_ne!(text, without_eval);
+    std::fs::write(&path, without_eval).unwrap();
+    let run = tmp.path().join("run");
+    let (ok, out, err) = run_reft(&["train", path.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("dev          (no eval set"), "{out}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["dev"].is_null(), "{summary}");
+    assert_eq!(summary["steps"], 2);
 }
 
 /// Greedy tokens for each prompt, with `interventions` applied in the prefill (or none).

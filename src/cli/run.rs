@@ -30,7 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     super::format::print_notes(&loaded.notes);
     let report = export_adapter(&loaded, &pipeline_dir, &ExportOptions::default())?;
     drop(loaded);
-    if trained.summary.dev.causal_lm().is_some() {
+    if trained.causal_lm {
         // A decoder exports as prefill + decode-step graphs; generation, not a test-set score,
         // is how it is used (docs/export.md, "Decoders").
         println!(

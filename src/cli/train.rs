@@ -58,6 +58,8 @@ pub struct Trained {
     /// The recipe's `export.dir` (resolved against the recipe's folder): where `reft run`
     /// writes the pipeline.
     pub export_dir: Option<PathBuf>,
+    /// A causal LM exports as a decoder (prefill + decode step), scored by generating.
+    pub causal_lm: bool,
 }
 
 /// Train, print the summary, and return it.
@@ -91,7 +93,8 @@ pub fn train_and_report(args: Args) -> anyhow::Result<Trained> {
             reporter: &mut reporter,
         },
     )?;
-    let trained = Trained { summary: summary.clone(), test_file, text_column, label_column, export_dir };
+    let causal_lm = plan.recipe.recipe.task.kind == reft_core::recipe::TaskKind::CausalLm;
+    let trained = Trained { summary: summary.clone(), test_file, text_column, label_column, export_dir, causal_lm };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(trained);
@@ -101,10 +104,12 @@ pub fn train_and_report(args: Args) -> anyhow::Result<Trained> {
     println!("best epoch   {}", summary.best_epoch);
     let show = |name: &str, m: &TaskMetrics| match m {
         TaskMetrics::Classification(m) => println!("{name:<12} accuracy {:.2}%  macro-F1 {:.2}%", 100.0 * m.accuracy, 100.0 * m.macro_f1),
-        TaskMetrics::CausalLm(m) if m.tokens == 0 => println!("{name:<12} (no data)"),
         TaskMetrics::CausalLm(m) => println!("{name:<12} response loss {:.4}  perplexity {:.3}  ({} tokens)", m.loss, m.perplexity, m.tokens),
     };
-    show("dev", &summary.dev);
+    match &summary.dev {
+        Some(d) => show("dev", d),
+        None => println!("dev          (no eval set: the epoch with the lowest training loss is kept)"),
+    }
     if let Some(t) = &summary.test {
         show("test", t);
     }

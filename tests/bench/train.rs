@@ -122,10 +122,10 @@ fn bench_run(recipe: &str, epochs: usize) {
     let wall = t0.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&out);
     let scores = match (&summary.dev, &summary.test) {
-        (TaskMetrics::CausalLm(d), _) => format!("eval response loss {:.4}, perplexity {:.3}", d.loss, d.perplexity),
+        (Some(TaskMetrics::CausalLm(d)), _) => format!("eval response loss {:.4}, perplexity {:.3}", d.loss, d.perplexity),
         (d, t) => format!(
             "dev {:.2}%, test {:.2}%",
-            100.0 * d.classification().map_or(f64::NAN, |d| d.accuracy),
+            100.0 * d.as_ref().and_then(|d| d.classification()).map_or(f64::NAN, |d| d.accuracy),
             100.0 * t.as_ref().and_then(|t| t.classification()).map_or(f64::NAN, |t| t.accuracy)
         ),
     };

@@ -116,7 +116,7 @@ mod tests {
         let summary = TrainSummary {
             run_dir: "out/x".into(),
             best_epoch: 2,
-            dev: TaskMetrics::CausalLm(LmMetrics::from_sum(12.0, 8, 2)),
+            dev: Some(TaskMetrics::CausalLm(LmMetrics::from_sum(12.0, 8, 2))),
             test: None,
             trainable_parameters: 10,
             steps: 8,

@@ -21,7 +21,7 @@ use crate::model::{self, tokenizer::batch_from_ids, PrefixCache};
 use crate::recipe::{Plan, TaskKind};
 use crate::rng::SeededRng;
 use crate::task::classification::ClassifierHead;
-use crate::task::metrics::{ClassificationMetrics, LmMetrics, TaskMetrics};
+use crate::task::metrics::TaskMetrics;
 use crate::task::{encode_file, task_model, Encoded};
 use adamw::{clip_factor, AdamW};
 use candle_core::DType;
@@ -48,8 +48,9 @@ pub struct TrainOptions<'a> {
 pub struct TrainSummary {
     pub run_dir: PathBuf,
     pub best_epoch: usize,
-    /// Metrics on `data.eval` with the best weights (all zero without an eval file).
-    pub dev: TaskMetrics,
+    /// Metrics on `data.eval` with the best weights; None (`null` in summary.json) without
+    /// an eval file, never zeros that read as a score.
+    pub dev: Option<TaskMetrics>,
     pub test: Option<TaskMetrics>,
     pub trainable_parameters: usize,
     pub steps: usize,
@@ -259,11 +260,8 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
         v.var.set(&file.get(&name, v.var.dims())?)?;
     }
     let dev = match &dev_set {
-        Some(d) => model.metrics(d, eval_batch, pad, dev_cache)?,
-        None => match r.task.kind {
-            TaskKind::Classification => TaskMetrics::Classification(ClassificationMetrics::compute(&[], &[], r.task.num_labels, 0.0)),
-            TaskKind::CausalLm => TaskMetrics::CausalLm(LmMetrics::from_sum(0.0, 0, 0)),
-        },
+        Some(d) => Some(model.metrics(d, eval_batch, pad, dev_cache)?),
+        None => None,
     };
     let test = match &test_set {
         Some(d) => Some(model.metrics(d, eval_batch, pad, test_cache)?),
