@@ -2,7 +2,8 @@
 //! (examples/gated_steering, built by this same `cargo test` as a dev-dependency, so against
 //! the very same reft-sdk) trained on the real data until its loss falls, saved, reloaded
 //! from the adapter alone, exported to ONNX and run by ONNX Runtime against candle; and
-//! every way a library can fail to load, each naming the file and what differs.
+//! every way a library can fail to load (stale SDK symbols included), each naming the file and
+//! what differs.
 //!
 //! Everything goes through the binary on purpose: a plugin shares the host's reft-core and
 //! candle only when the host links them from libreft_sdk.so, as `reft` does.
@@ -22,6 +23,29 @@ fn patched_copy(dir: &Path, name: &str, offset: usize, bytes: &[u8]) -> PathBuf 
     let at = hits[0] + magic.len() + offset;
     data[at..at + bytes.len()].copy_from_slice(bytes);
     let path = dir.join(name);
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+/// A copy of the plugin whose first needed candle symbol has another hash, every occurrence of
+/// the name patched alike: what a plugin linked against another build of libreft_sdk.so needs.
+fn stale_sdk_copy(dir: &Path) -> PathBuf {
+    let mut data = std::fs::read(plugin_library()).unwrap();
+    let prefix = b"_ZN11candle_core";
+    let start = data.windows(prefix.len()).position(|w| w == prefix).expect("the plugin needs candle symbols");
+    let len = data[start..].iter().position(|&b| b == 0).unwrap();
+    let name = data[start..start + len].to_vec();
+    assert!(name.len() > 20 && name.ends_with(b"E"), "{}", String::from_utf8_lossy(&name));
+    // Flip one hex digit of the `17h<16 hex>E` hash (second-to-last byte).
+    let mut other = name.clone();
+    let digit = other.len() - 2;
+    other[digit] = if other[digit] == b'0' { b'1' } else { b'0' };
+    let mut at = 0;
+    while let Some(i) = data[at..].windows(name.len()).position(|w| w == name.as_slice()) {
+        data[at + i..at + i + name.len()].copy_from_slice(&other);
+        at += i + name.len();
+    }
+    let path = dir.join("libstale_sdk.so");
     std::fs::write(&path, data).unwrap();
     path
 }
@@ -74,6 +98,12 @@ fn every_load_failure_names_the_file_and_the_cause() {
 
     let other_build = patched_copy(tmp.path(), "libother_build.so", 8, b"REFT");
     expect_error(&other_build, &["another reft build", "plugin: REFT", reft_core::plugin::BUILD_ID]);
+
+    // Linked against another build of libreft_sdk.so (as after `cargo build -p` rebuilt it
+    // with other features): the header matches but a candle symbol's hash differs. Refused
+    // before dlopen, naming the symbol and the fix, not a bare `undefined symbol`.
+    let stale = stale_sdk_copy(tmp.path());
+    expect_error(&stale, &["another build of libreft_sdk.so", "_ZN11candle_core", "cargo build --release"]);
 
     // Two libraries registering the same name: the second is refused, naming the first.
     let copy = tmp.path().join("libsame_name.so");

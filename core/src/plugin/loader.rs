@@ -1,6 +1,7 @@
 //! Opening plugin libraries: check first, register second, never unload.
 
 use super::header::{PluginHeader, ABI_VERSION, BUILD_ID, HEADER_SYMBOL, MAGIC, REGISTER_SYMBOL};
+use super::inspect;
 use super::registrar::Registrar;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -40,21 +41,23 @@ pub fn load(path: &Path) -> Result<LoadedLibrary> {
     }
     let fail = |what: String| Error::Plugin(format!("plugin library {}: {what}", canonical.display()));
 
-    // SAFETY: opening a shared library runs its initialisers. That cannot be avoided, but
-    // nothing of the plugin's own code is called until its header has been checked below.
-    let library = unsafe { libloading::Library::new(&canonical) }.map_err(|e| fail(explain_open_error(&open_error_text(&e))))?;
-
-    // SAFETY: the symbol is only read as plain bytes of `PluginHeader`'s size; the magic,
-    // ABI version and build id are checked before anything else is trusted.
-    let header: PluginHeader = unsafe {
-        let symbol = library.get::<*const PluginHeader>(HEADER_SYMBOL.as_bytes()).map_err(|_| {
-            fail(format!(
-                "not a reft plugin: it exports no `{HEADER_SYMBOL}` (a plugin declares itself with `reft_sdk::declare_plugin!`)"
-            ))
-        })?;
-        std::ptr::read_unaligned(*symbol)
-    };
+    // Check the file before dlopen runs any of its code (initialisers included).
+    let bytes = std::fs::read(&canonical).map_err(|e| fail(e.to_string()))?;
+    let inspected = inspect::inspect(&bytes).map_err(|e| fail(format!("not a shared library: {e}")))?;
+    drop(bytes);
+    let header = inspected.header.ok_or_else(|| {
+        fail(format!("not a reft plugin: it exports no `{HEADER_SYMBOL}` (a plugin declares itself with `reft_sdk::declare_plugin!`)"))
+    })?;
     check_header(&header).map_err(fail)?;
+    if let Some(missing) = inspect::missing_from_this_process(&inspected.needed_rust_symbols) {
+        if !missing.is_empty() {
+            return Err(fail(stale_sdk_message(&missing, inspected.needed_rust_symbols.len())));
+        }
+    }
+
+    // SAFETY: opening a shared library runs its initialisers; the header above says it was
+    // built by this compiler against this reft build, and every Rust symbol it needs is here.
+    let library = unsafe { libloading::Library::new(&canonical) }.map_err(|e| fail(explain_open_error(&open_error_text(&e))))?;
 
     // SAFETY: the header proves the library was built by the same compiler against the same
     // reft build, so the Rust-ABI entry point has exactly this signature.
@@ -92,6 +95,19 @@ fn check_header(h: &PluginHeader) -> std::result::Result<(), String> {
         )),
         None => Err("its header's build id is corrupt".into()),
     }
+}
+
+/// A plugin whose header matches but whose symbols do not: it was linked against another
+/// build of libreft_sdk.so (a `cargo build -p`, or an SDK rebuilt since with other features).
+fn stale_sdk_message(missing: &[String], needed: usize) -> String {
+    let examples: Vec<&str> = missing.iter().take(3).map(String::as_str).collect();
+    format!(
+        "was linked against another build of libreft_sdk.so: {} of the {needed} Rust symbols it needs are not in this \
+         reft's (for example {}). Rebuild the plugin and reft together, in one `cargo build --release` of the workspace \
+         with the plugin among its default-members (docs/plugins.md, \"The rule\")",
+        missing.len(),
+        examples.join(", ")
+    )
 }
 
 /// libloading's message is a headline ("dlopen failed"); dlerror's text is its source.
