@@ -31,7 +31,29 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
     #[serde(default)]
     pub model_type: Option<String>,
+    /// `absolute` (BERT's learned positions) is the only kind computed.
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+    #[serde(default)]
+    pub is_decoder: bool,
+    #[serde(default)]
+    pub add_cross_attention: bool,
+    /// Every other key, each of which must be in [`KEYS_THAT_CHANGE_NOTHING`].
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, serde_json::Value>,
 }
+
+/// Keys a BERT `config.json` may carry that do not change what the frozen encoder computes:
+/// provenance, dtype, token ids, and the dropout rates (reft runs the frozen base without
+/// dropout, as in evaluation mode; interventions have their own `dropout`).
+const KEYS_THAT_CHANGE_NOTHING: &[&str] = &[
+    "_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype", "use_cache",
+    "pad_token_id", "bos_token_id", "eos_token_id", "initializer_range", "gradient_checkpointing",
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "output_attentions",
+    "output_hidden_states", "return_dict", "torchscript", "id2label", "label2id", "tokenizer_class",
+    "problem_type", "finetuning_task", "chunk_size_feed_forward", "is_encoder_decoder", "tie_word_embeddings",
+    "sep_token_id", "cls_token_id", "prefix", "task_specific_params",
+];
 
 fn default_act() -> String {
     "gelu".into()
@@ -55,10 +77,31 @@ impl BertConfig {
 
     fn validate(&self, path: &Path) -> Result<()> {
         let bad = |m: String| Err(Error::model(path, m));
-        if let Some(t) = &self.model_type {
-            if !matches!(t.as_str(), "bert" | "roberta" | "xlm-roberta" | "distilbert" | "electra") {
-                return bad(format!("model_type `{t}` is not a BERT-family encoder"));
+        match self.model_type.as_deref() {
+            Some("bert") => {}
+            // Same weight names, other arithmetic: RoBERTa numbers positions from
+            // pad_token_id + 1, so computing it as BERT is off at every layer.
+            Some(t @ ("roberta" | "xlm-roberta" | "camembert")) => {
+                return bad(format!(
+                    "model_type `{t}` is not supported yet: its position ids start after pad_token_id, which the BERT \
+                     encoder does not compute; refused rather than run as BERT"
+                ))
             }
+            Some(t) => return bad(format!("model_type `{t}` is not supported (encoders: `bert`)")),
+            None => return bad("has no model_type (encoders: `bert`)".into()),
+        }
+        if let Some(kind) = self.position_embedding_type.as_deref().filter(|k| *k != "absolute") {
+            return bad(format!("position_embedding_type `{kind}` is not supported (only `absolute`)"));
+        }
+        if self.is_decoder || self.add_cross_attention {
+            return bad("is_decoder/add_cross_attention = true is not supported (a bidirectional encoder only)".into());
+        }
+        if let Some(key) = self.other.keys().find(|k| !KEYS_THAT_CHANGE_NOTHING.contains(&k.as_str())) {
+            return bad(format!(
+                "key `{key}` ({}) is not one reft reads for bert; it may change what the model computes, so the model \
+                 is refused rather than run without it",
+                self.other[key]
+            ));
         }
         super::check_sizes(&[
             ("vocab_size", self.vocab_size),
@@ -405,5 +448,67 @@ impl Backbone for Bert {
         }
         let first = h.narrow(1, 0, 1)?.contiguous()?;
         self.layer_after_input(n - 1, &h, &first, &bias, hooks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BertConfig;
+
+    /// all-MiniLM-L6-v2's config.json, as the hub has it (transformers 4.8.2).
+    fn minilm() -> serde_json::Value {
+        serde_json::json!({"_name_or_path": "nreimers/MiniLM-L6-H384-uncased", "architectures": ["BertModel"],
+            "attention_probs_dropout_prob": 0.1, "gradient_checkpointing": false, "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.1, "hidden_size": 384, "initializer_range": 0.02, "intermediate_size": 1536,
+            "layer_norm_eps": 1e-12, "max_position_embeddings": 512, "model_type": "bert", "num_attention_heads": 12,
+            "num_hidden_layers": 6, "pad_token_id": 0, "position_embedding_type": "absolute",
+            "transformers_version": "4.8.2", "type_vocab_size": 2, "use_cache": true, "vocab_size": 30522})
+    }
+
+    fn load(edit: serde_json::Value) -> Result<BertConfig, String> {
+        let mut c = minilm();
+        for (k, v) in edit.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        let dir = tempfile_dir();
+        let path = dir.join(format!("config-{}.json", rand_suffix(&c)));
+        std::fs::write(&path, c.to_string()).unwrap();
+        let r = BertConfig::load(&path).map_err(|e| e.to_string());
+        std::fs::remove_file(&path).unwrap();
+        r
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("reft-bert-config-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn rand_suffix(c: &serde_json::Value) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        c.to_string().hash(&mut h);
+        h.finish()
+    }
+
+    #[test]
+    fn a_real_config_loads_and_whatever_changes_the_arithmetic_unread_is_refused_by_name() {
+        assert_eq!(load(serde_json::json!({})).unwrap().hidden_size, 384);
+        for (edit, needles) in [
+            // RoBERTa's positions start after pad_token_id: 3.2 off at layer 1 if run as BERT.
+            (serde_json::json!({"model_type": "roberta"}), vec!["`roberta`", "pad_token_id"]),
+            (serde_json::json!({"model_type": "xlm-roberta"}), vec!["`xlm-roberta`"]),
+            (serde_json::json!({"model_type": "distilbert"}), vec!["`distilbert`"]),
+            (serde_json::json!({"model_type": null}), vec!["model_type"]),
+            (serde_json::json!({"position_embedding_type": "relative_key"}), vec!["relative_key"]),
+            (serde_json::json!({"is_decoder": true}), vec!["is_decoder"]),
+            (serde_json::json!({"embedding_size": 128}), vec!["`embedding_size`", "128"]),
+        ] {
+            let e = load(edit.clone()).err().unwrap_or_else(|| panic!("{edit} should be refused"));
+            assert!(e.contains("config-"), "the file is named: {e}");
+            for n in needles {
+                assert!(e.contains(n), "expected `{n}` in: {e}");
+            }
+        }
     }
 }

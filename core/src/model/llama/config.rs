@@ -23,9 +23,16 @@ pub struct LlamaConfig {
     pub max_position_embeddings: usize,
     /// Token ids that end a generation (end of turn, end of text).
     pub eos_token_ids: Vec<u32>,
+    /// Whether the output matrix is the embedding matrix: `config.json`'s
+    /// `tie_word_embeddings` (transformers' default false); None (GGUF) when the weights
+    /// decide (no output tensor: tied).
+    pub tied_embeddings: Option<bool>,
 }
 
-/// The keys of a Hugging Face llama `config.json` that reft reads; the others are ignored.
+/// A Hugging Face llama `config.json`, as transformers 4.x writes it (`rope_theta`,
+/// `rope_scaling`, `torch_dtype`) or 5.x does (`rope_parameters`, `dtype`). Every key is read
+/// or listed in [`KEYS_THAT_CHANGE_NOTHING`]; any other is refused by name, since an unread
+/// key that changes the arithmetic would be a silently wrong model.
 #[derive(Deserialize)]
 struct HfConfig {
     #[serde(default)]
@@ -41,31 +48,85 @@ struct HfConfig {
     head_dim: Option<usize>,
     #[serde(default = "default_eps")]
     rms_norm_eps: f64,
-    #[serde(default = "default_theta")]
-    rope_theta: f64,
+    #[serde(default)]
+    rope_theta: Option<f64>,
     #[serde(default = "default_max_positions")]
     max_position_embeddings: usize,
     #[serde(default)]
     hidden_act: Option<String>,
+    /// transformers 4.x: scaled RoPE; null or absent for plain RoPE.
     #[serde(default)]
     rope_scaling: Option<serde_json::Value>,
+    /// transformers 5.x: `{rope_theta, rope_type, …}` in place of `rope_theta`/`rope_scaling`.
+    #[serde(default)]
+    rope_parameters: Option<serde_json::Value>,
     #[serde(default)]
     attention_bias: bool,
     #[serde(default)]
     mlp_bias: bool,
+    /// transformers' llama default is false: an output matrix of its own.
+    #[serde(default)]
+    tie_word_embeddings: Option<bool>,
+    #[serde(default)]
+    attention_dropout: Option<f64>,
     /// One id or a list (llama 3 lists several).
     #[serde(default)]
     eos_token_id: Option<serde_json::Value>,
+    #[serde(flatten)]
+    other: std::collections::BTreeMap<String, serde_json::Value>,
 }
+
+/// Keys a llama `config.json` may carry that do not change what the model computes:
+/// provenance, the stored dtype (the recipe's `model.dtype` decides the compute dtype), token
+/// ids used by generation settings, and training-time switches. `pretraining_tp` splits the
+/// same matmuls into slices in old transformers versions: the same sums.
+const KEYS_THAT_CHANGE_NOTHING: &[&str] = &[
+    "_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype", "use_cache",
+    "bos_token_id", "pad_token_id", "initializer_range", "pretraining_tp", "output_attentions",
+    "output_hidden_states", "return_dict", "torchscript", "id2label", "label2id", "tokenizer_class",
+    "problem_type", "is_encoder_decoder", "tie_encoder_decoder", "chunk_size_feed_forward",
+    "output_router_logits", "use_return_dict",
+];
 
 fn default_eps() -> f64 {
     1e-6
 }
-fn default_theta() -> f64 {
-    10_000.0
-}
+/// transformers' llama default when neither `rope_theta` nor `rope_parameters` sets it.
+const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 fn default_max_positions() -> usize {
     2048
+}
+
+/// RoPE's base frequency from either config generation. Plain RoPE only: a scaled RoPE
+/// (`rope_type` llama3, linear, dynamic, yarn, …) changes the frequencies, and running it
+/// unscaled would be silently wrong, so it is refused by name.
+fn rope_theta(top: Option<f64>, scaling: Option<&serde_json::Value>, parameters: Option<&serde_json::Value>) -> std::result::Result<f64, String> {
+    let mut theta = top;
+    for (key, value) in [("rope_scaling", scaling), ("rope_parameters", parameters)] {
+        let Some(value) = value.filter(|v| !v.is_null()) else { continue };
+        let Some(map) = value.as_object() else {
+            return Err(format!("{key} {value} is not an object"));
+        };
+        let kind = map.get("rope_type").or_else(|| map.get("type")).and_then(|t| t.as_str()).unwrap_or("default");
+        if kind != "default" {
+            return Err(format!("{key}: rope_type `{kind}` (scaled RoPE) is not supported yet; only plain RoPE (`default`) is"));
+        }
+        for (k, v) in map {
+            match k.as_str() {
+                "rope_type" | "type" => {}
+                "rope_theta" => {
+                    let t = v.as_f64().ok_or_else(|| format!("{key}.rope_theta {v} is not a number"))?;
+                    if let Some(other) = theta.filter(|&o| o != t) {
+                        return Err(format!("rope_theta {other} and {key}.rope_theta {t} disagree"));
+                    }
+                    theta = Some(t);
+                }
+                "partial_rotary_factor" if v.as_f64() == Some(1.0) => {}
+                _ => return Err(format!("{key}.{k} ({v}) is not supported with plain RoPE")),
+            }
+        }
+    }
+    Ok(theta.unwrap_or(DEFAULT_ROPE_THETA))
 }
 
 impl LlamaConfig {
@@ -78,16 +139,22 @@ impl LlamaConfig {
         if c.model_type.as_deref() != Some("llama") {
             return bad(format!("model_type {:?} is not `llama`", c.model_type));
         }
+        if let Some(key) = c.other.keys().find(|k| !KEYS_THAT_CHANGE_NOTHING.contains(&k.as_str())) {
+            return bad(format!(
+                "key `{key}` ({}) is not one reft reads for llama; it may change what the model computes, so the \
+                 model is refused rather than run without it",
+                c.other[key]
+            ));
+        }
         if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "silu") {
             return bad(format!("hidden_act `{act}` is not supported (llama uses silu)"));
         }
-        // Scaled RoPE (llama 3.1's `rope_type: llama3`, linear, dynamic, yarn) changes the
-        // frequencies; running it unscaled would be silently wrong.
-        if let Some(s) = c.rope_scaling.as_ref().filter(|s| !s.is_null()) {
-            return bad(format!("rope_scaling {s} is not supported (only plain RoPE)"));
-        }
+        let rope_theta = rope_theta(c.rope_theta, c.rope_scaling.as_ref(), c.rope_parameters.as_ref()).map_err(|m| Error::model(path, m))?;
         if c.attention_bias || c.mlp_bias {
             return bad("attention_bias/mlp_bias = true is not supported (llama has no biases)".into());
+        }
+        if let Some(p) = c.attention_dropout.filter(|&p| p != 0.0) {
+            return bad(format!("attention_dropout {p} is not supported: reft runs the frozen model without dropout"));
         }
         let eos_token_ids = match &c.eos_token_id {
             None | Some(serde_json::Value::Null) => vec![],
@@ -112,9 +179,10 @@ impl LlamaConfig {
             num_kv_heads: c.num_key_value_heads.unwrap_or(heads),
             head_dim: c.head_dim.unwrap_or(if heads == 0 { 0 } else { c.hidden_size / heads }),
             rms_norm_eps: c.rms_norm_eps,
-            rope_theta: c.rope_theta,
+            rope_theta,
             max_position_embeddings: c.max_position_embeddings,
             eos_token_ids,
+            tied_embeddings: Some(c.tie_word_embeddings.unwrap_or(false)),
         };
         config.validate().map_err(|m| Error::model(path, m))?;
         Ok(config)
@@ -160,6 +228,8 @@ impl LlamaConfig {
             rope_theta: g.opt_f64("llama.rope.freq_base")?.unwrap_or(10_000.0),
             max_position_embeddings: g.opt_usize("llama.context_length")?.unwrap_or(2048),
             eos_token_ids,
+            // llama.cpp's convention: no `output.weight` tensor means tied embeddings.
+            tied_embeddings: None,
         };
         config.validate().map_err(|m| Error::model(g.path(), m))?;
         Ok(config)

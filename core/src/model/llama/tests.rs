@@ -29,6 +29,7 @@ fn tiny_config() -> LlamaConfig {
         rope_theta: 10_000.0,
         max_position_embeddings: 64,
         eos_token_ids: vec![2],
+        tied_embeddings: None,
     }
 }
 
@@ -376,5 +377,76 @@ fn bad_gguf_files_fail_with_the_file_named() {
     std::fs::write(&path, &bytes).unwrap();
     let e = crate::model::inspect(&path).err().unwrap().to_string();
     assert!(e.contains("bad.gguf") && e.contains("gemma"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A config.json of `tiny_config()`'s shape, with `extra` keys merged over it.
+fn hf_config_json(c: &LlamaConfig, extra: serde_json::Value) -> serde_json::Value {
+    let mut config = serde_json::json!({
+        "model_type": "llama", "vocab_size": c.vocab_size, "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size, "num_hidden_layers": c.num_layers,
+        "num_attention_heads": c.num_heads, "num_key_value_heads": c.num_kv_heads,
+        "rms_norm_eps": c.rms_norm_eps, "hidden_act": "silu",
+        "max_position_embeddings": c.max_position_embeddings, "tie_word_embeddings": true,
+        "eos_token_id": 2, "architectures": ["LlamaForCausalLM"], "transformers_version": "4.57.1"
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            config.as_object_mut().unwrap().remove(k);
+        } else {
+            config[k] = v.clone();
+        }
+    }
+    config
+}
+
+fn load_with_config(dir: &std::path::Path, config: &serde_json::Value) -> crate::Result<Box<dyn Backbone>> {
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    crate::model::load(dir, DType::F32, &Device::Cpu)
+}
+
+#[test]
+fn transformers_4_and_5_config_keys_give_the_same_model_and_every_unread_key_is_refused() {
+    let dir = std::env::temp_dir().join(format!("reft-llama-config-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = tiny_config();
+    let t = hf_tensors(&c, DType::F32, true);
+    candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
+    let batch = batch_from_ids(&[vec![3, 17, 5, 9, 30, 12, 8, 1, 33, 21]], 0, &Device::Cpu).unwrap();
+    let logits = |m: &dyn Backbone| m.as_causal_lm().unwrap().lm_head(&m.forward(&batch, &NoHooks).unwrap()).unwrap();
+    let load = |extra: serde_json::Value| load_with_config(&dir, &hf_config_json(&c, extra));
+
+    // transformers 4.x: top-level rope_theta (Llama 3's 500000), rope_scaling null, torch_dtype.
+    let v4 = load(serde_json::json!({"rope_theta": 500000.0, "rope_scaling": null, "torch_dtype": "float32"})).unwrap();
+    // transformers 5.x: the same in rope_parameters, and `dtype`.
+    let v5 = load(serde_json::json!({"rope_parameters": {"rope_theta": 500000.0, "rope_type": "default"}, "dtype": "float32"})).unwrap();
+    // The default base (10000) is another model: a reader that ignored rope_parameters would
+    // give this one.
+    let plain = load(serde_json::json!({})).unwrap();
+    let (a, b, p) = (logits(v4.as_ref()), logits(v5.as_ref()), logits(plain.as_ref()));
+    assert_eq!(max_abs(&a, &b), 0.0, "4.x and 5.x keys must give the same model");
+    assert!(max_abs(&a, &p) > 1e-3, "rope_theta 500000 vs 10000 should differ: {}", max_abs(&a, &p));
+
+    let refused = |extra: serde_json::Value, needles: &[&str]| {
+        let e = load(extra.clone()).err().unwrap_or_else(|| panic!("{extra} should be refused")).to_string();
+        assert!(e.contains("config.json"), "{e}");
+        for n in needles {
+            assert!(e.contains(n), "expected `{n}` in: {e}");
+        }
+    };
+    // Scaled RoPE, in either generation's key: refused by its type, never run as plain RoPE.
+    let llama3 = serde_json::json!({"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192, "rope_theta": 500000.0});
+    refused(serde_json::json!({"rope_parameters": llama3}), &["rope_parameters", "llama3"]);
+    refused(serde_json::json!({"rope_scaling": {"type": "linear", "factor": 2.0}}), &["rope_scaling", "linear"]);
+    refused(serde_json::json!({"rope_theta": 10000.0, "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}}), &["disagree"]);
+    refused(serde_json::json!({"rope_parameters": {"rope_type": "default", "mystery": 1}}), &["rope_parameters.mystery"]);
+    // A key reft does not read, with the value it had.
+    refused(serde_json::json!({"sliding_window": 4096}), &["`sliding_window`", "4096"]);
+    refused(serde_json::json!({"quantization_config": {"quant_method": "gptq"}}), &["`quantization_config`"]);
+    refused(serde_json::json!({"attention_dropout": 0.1}), &["attention_dropout"]);
+    refused(serde_json::json!({"attention_bias": true}), &["attention_bias"]);
+    // transformers' llama default is an untied output matrix: without lm_head.weight, refused.
+    refused(serde_json::json!({"tie_word_embeddings": null}), &["tie_word_embeddings: false", "lm_head.weight"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

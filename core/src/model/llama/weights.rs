@@ -123,6 +123,8 @@ const HF: Names = Names {
 trait Source {
     fn fetch(&mut self, name: &str, shape: &[usize]) -> Result<Tensor>;
     fn has(&self, name: &str) -> bool;
+    /// The file, for errors.
+    fn path(&self) -> &std::path::Path;
 }
 
 struct FromGguf<'a> {
@@ -138,6 +140,9 @@ impl Source for FromGguf<'_> {
     fn has(&self, name: &str) -> bool {
         self.file.has_tensor(name)
     }
+    fn path(&self) -> &std::path::Path {
+        self.file.path()
+    }
 }
 
 impl Source for WeightFile {
@@ -146,6 +151,9 @@ impl Source for WeightFile {
     }
     fn has(&self, name: &str) -> bool {
         self.contains(name)
+    }
+    fn path(&self) -> &std::path::Path {
+        WeightFile::path(self)
     }
 }
 
@@ -201,7 +209,18 @@ impl LlamaWeights {
                 down,
             });
         }
-        let lm_head = if src.has(names.lm_head) { Some(src.fetch(names.lm_head, &[vocab, d])?) } else { None };
+        let lm_head = match cfg.tied_embeddings {
+            // Tied: the output matrix is the embedding matrix, whatever else the file holds.
+            Some(true) => None,
+            Some(false) if !src.has(names.lm_head) => {
+                return Err(Error::model(
+                    src.path(),
+                    format!("config.json says tie_word_embeddings: false but there is no `{}` tensor", names.lm_head),
+                ))
+            }
+            _ if src.has(names.lm_head) => Some(src.fetch(names.lm_head, &[vocab, d])?),
+            _ => None,
+        };
         Ok(LlamaWeights {
             embed: src.fetch(names.embed, &[vocab, d])?,
             layers,
