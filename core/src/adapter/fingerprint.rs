@@ -35,6 +35,27 @@ fn gguf_fingerprint(file: &Path) -> Result<String> {
     Ok(hex(h))
 }
 
+/// Every tensor's name, dtype and shape from a safetensors header, into `h`.
+fn hash_header(h: &mut Sha256, weights: &Path) -> Result<()> {
+    let mut f = std::fs::File::open(weights).map_err(|e| Error::io(weights, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| Error::io(weights, e))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        return Err(Error::model(weights, "not a valid safetensors file (header too large)"));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(weights, e))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| Error::model(weights, format!("bad header: {e}")))?;
+    if let Some(obj) = header.as_object() {
+        for (name, info) in obj.iter().filter(|(k, _)| *k != "__metadata__") {
+            h.update(format!("{name}:{}:{}\n", info["dtype"], info["shape"]).as_bytes());
+        }
+    }
+    Ok(())
+}
+
 fn folder_fingerprint(model_dir: &Path) -> Result<String> {
     let config_path = model_dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
@@ -44,22 +65,11 @@ fn folder_fingerprint(model_dir: &Path) -> Result<String> {
     // serde_json's map is ordered by key, so this serialisation is canonical.
     h.update(config.to_string().as_bytes());
 
-    let weights = model_dir.join("model.safetensors");
-    let mut f = std::fs::File::open(&weights).map_err(|e| Error::io(&weights, e))?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|e| Error::io(&weights, e))?;
-    let n = u64::from_le_bytes(len);
-    if n > 100 << 20 {
-        return Err(Error::model(&weights, "not a valid safetensors file (header too large)"));
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).map_err(|e| Error::io(&weights, e))?;
-    let header: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| Error::model(&weights, format!("bad header: {e}")))?;
-    if let Some(obj) = header.as_object() {
-        for (name, info) in obj.iter().filter(|(k, _)| *k != "__metadata__") {
-            h.update(format!("{name}:{}:{}\n", info["dtype"], info["shape"]).as_bytes());
-        }
+    // One file: its header, as always (recorded fingerprints stay valid). Shards: each one's
+    // header in the layout's order.
+    let layout = crate::model::safetensors_file::weight_layout(model_dir)?;
+    for weights in layout.files() {
+        hash_header(&mut h, weights)?;
     }
     Ok(hex(h))
 }

@@ -59,6 +59,9 @@ pub fn merge(loaded: &Loaded, out_dir: &Path) -> Result<MergeReport> {
         return Err(Error::model(out_dir, "is the base model folder itself: choose another --out"));
     }
     let weights_path = base.join(WEIGHTS_FILE);
+    if let crate::model::safetensors_file::WeightLayout::Sharded { index, .. } = crate::model::safetensors_file::weight_layout(base)? {
+        return Err(Error::model(&index, "is a sharded checkpoint: merging into one is not supported yet (merge from a single model.safetensors)"));
+    }
     let mut tensors: HashMap<String, Tensor> = candle_core::safetensors::load(&weights_path, &Device::Cpu)
         .map_err(|e| Error::model(&weights_path, format!("cannot read: {e}")))?;
     let names: Vec<String> = tensors.keys().cloned().collect();

@@ -206,17 +206,14 @@ pub fn inspect(path: &Path) -> Result<ModelInfo> {
             (dir, ModelConfig::Bert(c))
         }
     };
-    let weights = dir.join("model.safetensors");
-    if !weights.exists() {
-        return Err(Error::model(&weights, "weight file not found"));
-    }
+    let weights = safetensors_file::weight_layout(&dir)?;
     Ok(ModelInfo {
         arch: match config {
             ModelConfig::Bert(_) => "bert",
             ModelConfig::Llama(_) => "llama",
         }
         .into(),
-        num_parameters: safetensors_file::count_float_parameters(&weights)?,
+        num_parameters: safetensors_file::count_layout_parameters(&weights)?,
         config,
     })
 }

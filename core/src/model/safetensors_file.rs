@@ -5,10 +5,82 @@ use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// A Hugging Face folder's weights in one file.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// A sharded folder's index: `{"weight_map": {tensor: shard file}}`.
+pub const SHARD_INDEX: &str = "model.safetensors.index.json";
+
+/// Where a Hugging Face folder keeps its weights.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WeightLayout {
+    Single(PathBuf),
+    /// Shards in file-name order, with the index's tensor → shard map.
+    Sharded { index: PathBuf, shards: Vec<PathBuf>, weight_map: BTreeMap<String, String> },
+}
+
+impl WeightLayout {
+    /// Every weight file, in a fixed order.
+    pub fn files(&self) -> Vec<&Path> {
+        match self {
+            WeightLayout::Single(p) => vec![p.as_path()],
+            WeightLayout::Sharded { shards, .. } => shards.iter().map(PathBuf::as_path).collect(),
+        }
+    }
+
+    /// The file errors about the whole set name.
+    pub fn path(&self) -> &Path {
+        match self {
+            WeightLayout::Single(p) => p,
+            WeightLayout::Sharded { index, .. } => index,
+        }
+    }
+}
+
+/// The weights of `dir`: `model.safetensors`, else the shards `model.safetensors.index.json`
+/// names (every one must exist, in this folder).
+pub fn weight_layout(dir: &Path) -> Result<WeightLayout> {
+    let single = dir.join(SINGLE_FILE);
+    if single.exists() {
+        return Ok(WeightLayout::Single(single));
+    }
+    let index = dir.join(SHARD_INDEX);
+    if !index.exists() {
+        return Err(Error::model(&single, format!("weight file not found (nor a sharded checkpoint's {SHARD_INDEX})")));
+    }
+    let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let parsed: Index = serde_json::from_str(&text)
+        .map_err(|e| Error::model(&index, format!("line {}:{}: {e}", e.line(), e.column())))?;
+    if parsed.weight_map.is_empty() {
+        return Err(Error::model(&index, "weight_map is empty"));
+    }
+    let mut names: Vec<&String> = parsed.weight_map.values().collect();
+    names.sort();
+    names.dedup();
+    let mut shards = Vec::new();
+    for name in names {
+        // A shard is a file of this folder, never a path elsewhere.
+        if name.is_empty() || name.contains('/') || name.contains('\\') || name == ".." {
+            return Err(Error::model(&index, format!("shard `{name}` is not a file name in this folder")));
+        }
+        let shard = dir.join(name);
+        if !shard.is_file() {
+            return Err(Error::model(&index, format!("names shard `{name}`, which is not in {}", dir.display())));
+        }
+        shards.push(shard);
+    }
+    Ok(WeightLayout::Sharded { index, shards, weight_map: parsed.weight_map })
+}
+
 /// The float tensors of one safetensors file, converted to one dtype on one device.
 pub struct WeightFile {
     path: PathBuf,
     tensors: BTreeMap<String, Tensor>,
+    /// Integer buffers the file holds (`position_ids`, …), skipped on load.
+    skipped: Vec<String>,
 }
 
 impl WeightFile {
@@ -16,6 +88,38 @@ impl WeightFile {
     pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::from_bytes(path, &bytes, dtype, device)
+    }
+
+    /// Load every shard of `layout` into one set; the index must agree with the shards: each
+    /// tensor is in the shard the index names, and no tensor is in two shards.
+    pub fn load_layout(layout: &WeightLayout, dtype: DType, device: &Device) -> Result<Self> {
+        let (index, weight_map) = match layout {
+            WeightLayout::Single(path) => return Self::load(path, dtype, device),
+            WeightLayout::Sharded { index, weight_map, .. } => (index, weight_map),
+        };
+        let mut tensors = BTreeMap::new();
+        let mut skipped = Vec::new();
+        for shard in layout.files() {
+            let file_name = shard.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let part = Self::load(shard, dtype, device)?;
+            skipped.extend(part.skipped);
+            for (name, t) in part.tensors {
+                match weight_map.get(&name) {
+                    Some(listed) if *listed == file_name => {}
+                    Some(listed) => {
+                        return Err(Error::model(index, format!("lists tensor `{name}` in {listed}, but it is in {file_name}")))
+                    }
+                    None => return Err(Error::model(index, format!("does not list tensor `{name}` of {file_name}"))),
+                }
+                if tensors.insert(name.clone(), t).is_some() {
+                    return Err(Error::model(index, format!("tensor `{name}` is in two shards")));
+                }
+            }
+        }
+        if let Some((name, shard)) = weight_map.iter().find(|(n, _)| !tensors.contains_key(*n) && !skipped.contains(n)) {
+            return Err(Error::model(index, format!("lists tensor `{name}` in {shard}, which does not have it")));
+        }
+        Ok(WeightFile { path: index.clone(), tensors, skipped })
     }
 
     pub fn from_bytes(path: &Path, bytes: &[u8], dtype: DType, device: &Device) -> Result<Self> {
@@ -32,9 +136,11 @@ impl WeightFile {
                 Error::model(path, format!("not a valid safetensors file: {e}{hint}"))
             })?;
         let mut tensors = BTreeMap::new();
+        let mut skipped = Vec::new();
         for (name, view) in st.tensors() {
             use safetensors::Dtype as S;
             if !matches!(view.dtype(), S::F32 | S::F16 | S::BF16 | S::F64) {
+                skipped.push(name);
                 continue;
             }
             let t = candle_core::safetensors::Load::load(&view, device)
@@ -45,6 +151,7 @@ impl WeightFile {
         Ok(WeightFile {
             path: path.to_path_buf(),
             tensors,
+            skipped,
         })
     }
 
@@ -96,6 +203,11 @@ impl WeightFile {
         }
         Ok(t.clone())
     }
+}
+
+/// [`count_float_parameters`] over every file of a layout.
+pub fn count_layout_parameters(layout: &WeightLayout) -> Result<usize> {
+    layout.files().into_iter().try_fold(0usize, |n, f| Ok(n.saturating_add(count_float_parameters(f)?)))
 }
 
 /// Count the floating-point scalars in a safetensors file from its header alone (fast:

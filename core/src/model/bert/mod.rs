@@ -190,14 +190,11 @@ pub struct Bert {
 }
 
 impl Bert {
-    /// Load `config.json` and `model.safetensors` from `dir`.
+    /// Load `config.json` and `model.safetensors` (or its shards) from `dir`.
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let config = BertConfig::load(&dir.join("config.json"))?;
-        let weights_path = dir.join("model.safetensors");
-        if !weights_path.exists() {
-            return Err(Error::model(&weights_path, "weight file not found"));
-        }
-        let mut w = WeightFile::load(&weights_path, dtype, device)?;
+        let layout = crate::model::safetensors_file::weight_layout(dir)?;
+        let mut w = WeightFile::load_layout(&layout, dtype, device)?;
         Self::from_weights(config, &mut w, device)
     }
 

@@ -32,14 +32,11 @@ impl Llama {
         Ok(Self::new(config, weights, device))
     }
 
-    /// Load a Hugging Face llama folder: `config.json` and `model.safetensors`.
+    /// Load a Hugging Face llama folder: `config.json` and `model.safetensors` (or its shards).
     pub fn from_hf(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let config = LlamaConfig::load_json(&dir.join("config.json"))?;
-        let path = dir.join("model.safetensors");
-        if !path.exists() {
-            return Err(Error::model(&path, "weight file not found (sharded checkpoints are not supported: merge them into one model.safetensors)"));
-        }
-        let mut file = WeightFile::load(&path, dtype, device)?;
+        let layout = crate::model::safetensors_file::weight_layout(dir)?;
+        let mut file = WeightFile::load_layout(&layout, dtype, device)?;
         let weights = LlamaWeights::from_safetensors(&config, &mut file)?;
         Ok(Self::new(config, weights, device))
     }

@@ -450,3 +450,61 @@ fn transformers_4_and_5_config_keys_give_the_same_model_and_every_unread_key_is_
     refused(serde_json::json!({"tie_word_embeddings": null}), &["tie_word_embeddings: false", "lm_head.weight"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_sharded_checkpoint_loads_as_the_single_file_does_and_a_bad_index_is_named() {
+    let dir = std::env::temp_dir().join(format!("reft-llama-shards-{}", std::process::id()));
+    let (single, sharded) = (dir.join("single"), dir.join("sharded"));
+    std::fs::create_dir_all(&single).unwrap();
+    std::fs::create_dir_all(&sharded).unwrap();
+    let c = tiny_config();
+    let t = hf_tensors(&c, DType::F32, false);
+    let config = hf_config_json(&c, serde_json::json!({"tie_word_embeddings": false})).to_string();
+    std::fs::write(single.join("config.json"), &config).unwrap();
+    std::fs::write(sharded.join("config.json"), &config).unwrap();
+    candle_core::safetensors::save(&t, single.join("model.safetensors")).unwrap();
+    // Two shards as transformers names them: layer 0 and the embeddings in one, the rest in the other.
+    let (first, second): (HashMap<String, Tensor>, HashMap<String, Tensor>) =
+        t.iter().map(|(k, v)| (k.clone(), v.clone())).partition(|(k, _)| k.contains("layers.0.") || k.contains("embed_tokens"));
+    assert!(!first.is_empty() && !second.is_empty());
+    let names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+    candle_core::safetensors::save(&first, sharded.join(names[0])).unwrap();
+    candle_core::safetensors::save(&second, sharded.join(names[1])).unwrap();
+    let weight_map: serde_json::Map<String, serde_json::Value> = first
+        .keys()
+        .map(|k| (k.clone(), names[0].into()))
+        .chain(second.keys().map(|k| (k.clone(), names[1].into())))
+        .collect();
+    let index = |map: &serde_json::Map<String, serde_json::Value>| {
+        serde_json::json!({"metadata": {"total_size": 0}, "weight_map": map}).to_string()
+    };
+    std::fs::write(sharded.join("model.safetensors.index.json"), index(&weight_map)).unwrap();
+
+    let batch = batch_from_ids(&[vec![3, 17, 5, 9, 30, 12]], 0, &Device::Cpu).unwrap();
+    let logits = |m: &dyn Backbone| m.as_causal_lm().unwrap().lm_head(&m.forward(&batch, &NoHooks).unwrap()).unwrap();
+    let a = crate::model::load(&single, DType::F32, &Device::Cpu).unwrap();
+    let b = crate::model::load(&sharded, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(max_abs(&logits(a.as_ref()), &logits(b.as_ref())), 0.0, "the same weights in shards");
+    let info = crate::model::inspect(&sharded).unwrap();
+    assert_eq!(info.num_parameters, crate::model::inspect(&single).unwrap().num_parameters);
+    assert!(crate::adapter::fingerprint(&sharded).is_ok());
+
+    let refused = |map: &serde_json::Map<String, serde_json::Value>, needles: &[&str]| {
+        std::fs::write(sharded.join("model.safetensors.index.json"), index(map)).unwrap();
+        let e = crate::model::load(&sharded, DType::F32, &Device::Cpu).err().expect("a bad index loads").to_string();
+        assert!(e.contains("model.safetensors.index.json"), "{e}");
+        for n in needles {
+            assert!(e.contains(n), "expected `{n}` in: {e}");
+        }
+    };
+    let mut missing_shard = weight_map.clone();
+    missing_shard.insert("model.norm.weight".into(), "model-00003-of-00003.safetensors".into());
+    refused(&missing_shard, &["model-00003-of-00003.safetensors"]);
+    let mut wrong_shard = weight_map.clone();
+    wrong_shard.insert("model.norm.weight".into(), names[0].into());
+    refused(&wrong_shard, &["model.norm.weight", names[1]]);
+    let mut escaping = weight_map.clone();
+    escaping.insert("model.norm.weight".into(), "../single/model.safetensors".into());
+    refused(&escaping, &["not a file name in this folder"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
