@@ -19,6 +19,8 @@ pub struct LlamaConfig {
     pub head_dim: usize,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
+    /// How RoPE's frequencies are rescaled for long contexts (Llama 3.x: `llama3`).
+    pub rope_scaling: RopeScaling,
     /// The longest sequence the model was trained for (prompt + generated tokens).
     pub max_position_embeddings: usize,
     /// Token ids that end a generation (end of turn, end of text).
@@ -97,23 +99,79 @@ fn default_max_positions() -> usize {
     2048
 }
 
-/// RoPE's base frequency from either config generation. Plain RoPE only: a scaled RoPE
-/// (`rope_type` llama3, linear, dynamic, yarn, …) changes the frequencies, and running it
-/// unscaled would be silently wrong, so it is refused by name.
-fn rope_theta(top: Option<f64>, scaling: Option<&serde_json::Value>, parameters: Option<&serde_json::Value>) -> std::result::Result<f64, String> {
+/// How RoPE's inverse frequencies are rescaled, as transformers' `ROPE_INIT_FUNCTIONS` does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    /// Plain RoPE (`rope_type: default`, or no scaling key).
+    None,
+    /// Every frequency divided by `factor`.
+    Linear { factor: f64 },
+    /// Llama 3.x: low frequencies divided by `factor`, high ones kept, the band between
+    /// interpolated (transformers' `_compute_llama3_parameters`).
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: f64 },
+}
+
+impl RopeScaling {
+    /// Rescale the plain inverse frequencies.
+    pub fn apply(&self, inv_freq: &mut [f64]) {
+        match *self {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } => inv_freq.iter_mut().for_each(|f| *f /= factor),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings: old } => {
+                let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
+                for f in inv_freq.iter_mut() {
+                    let wavelen = 2.0 * std::f64::consts::PI / *f;
+                    if wavelen > low_wavelen {
+                        *f /= factor;
+                    } else if wavelen >= high_wavelen {
+                        let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// RoPE's base and scaling from either config generation: 4.x's `rope_theta` + `rope_scaling`,
+/// or 5.x's `rope_parameters`. A kind reft does not compute (dynamic, yarn, longrope, …) or a
+/// key it does not read is refused by name: running it as plain RoPE would be silently wrong.
+fn rope(top: Option<f64>, scaling: Option<&serde_json::Value>, parameters: Option<&serde_json::Value>) -> std::result::Result<(f64, RopeScaling), String> {
     let mut theta = top;
+    let mut result = RopeScaling::None;
     for (key, value) in [("rope_scaling", scaling), ("rope_parameters", parameters)] {
         let Some(value) = value.filter(|v| !v.is_null()) else { continue };
         let Some(map) = value.as_object() else {
             return Err(format!("{key} {value} is not an object"));
         };
         let kind = map.get("rope_type").or_else(|| map.get("type")).and_then(|t| t.as_str()).unwrap_or("default");
-        if kind != "default" {
-            return Err(format!("{key}: rope_type `{kind}` (scaled RoPE) is not supported yet; only plain RoPE (`default`) is"));
-        }
+        let number = |k: &str| -> std::result::Result<f64, String> {
+            let v = map.get(k).ok_or_else(|| format!("{key} ({kind}) has no `{k}`"))?;
+            v.as_f64().filter(|x| x.is_finite() && *x > 0.0).ok_or_else(|| format!("{key}.{k} {v} is not a positive number"))
+        };
+        let (scaling, keys): (RopeScaling, &[&str]) = match kind {
+            "default" => (RopeScaling::None, &[]),
+            "linear" => (RopeScaling::Linear { factor: number("factor")? }, &["factor"]),
+            "llama3" => {
+                let s = RopeScaling::Llama3 {
+                    factor: number("factor")?,
+                    low_freq_factor: number("low_freq_factor")?,
+                    high_freq_factor: number("high_freq_factor")?,
+                    original_max_position_embeddings: number("original_max_position_embeddings")?,
+                };
+                if let RopeScaling::Llama3 { low_freq_factor: lo, high_freq_factor: hi, .. } = s {
+                    if hi <= lo {
+                        return Err(format!("{key}: high_freq_factor {hi} must exceed low_freq_factor {lo}"));
+                    }
+                }
+                (s, &["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"])
+            }
+            other => return Err(format!("{key}: rope_type `{other}` is not supported (default, linear, llama3)")),
+        };
         for (k, v) in map {
             match k.as_str() {
                 "rope_type" | "type" => {}
+                k if keys.contains(&k) => {}
                 "rope_theta" => {
                     let t = v.as_f64().ok_or_else(|| format!("{key}.rope_theta {v} is not a number"))?;
                     if let Some(other) = theta.filter(|&o| o != t) {
@@ -122,11 +180,17 @@ fn rope_theta(top: Option<f64>, scaling: Option<&serde_json::Value>, parameters:
                     theta = Some(t);
                 }
                 "partial_rotary_factor" if v.as_f64() == Some(1.0) => {}
-                _ => return Err(format!("{key}.{k} ({v}) is not supported with plain RoPE")),
+                _ => return Err(format!("{key}.{k} ({v}) is not supported with rope_type `{kind}`")),
             }
         }
+        if scaling != RopeScaling::None {
+            if result != RopeScaling::None && result != scaling {
+                return Err("rope_scaling and rope_parameters disagree".into());
+            }
+            result = scaling;
+        }
     }
-    Ok(theta.unwrap_or(DEFAULT_ROPE_THETA))
+    Ok((theta.unwrap_or(DEFAULT_ROPE_THETA), result))
 }
 
 impl LlamaConfig {
@@ -149,7 +213,7 @@ impl LlamaConfig {
         if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "silu") {
             return bad(format!("hidden_act `{act}` is not supported (llama uses silu)"));
         }
-        let rope_theta = rope_theta(c.rope_theta, c.rope_scaling.as_ref(), c.rope_parameters.as_ref()).map_err(|m| Error::model(path, m))?;
+        let (rope_theta, rope_scaling) = rope(c.rope_theta, c.rope_scaling.as_ref(), c.rope_parameters.as_ref()).map_err(|m| Error::model(path, m))?;
         if c.attention_bias || c.mlp_bias {
             return bad("attention_bias/mlp_bias = true is not supported (llama has no biases)".into());
         }
@@ -180,6 +244,7 @@ impl LlamaConfig {
             head_dim: c.head_dim.unwrap_or(if heads == 0 { 0 } else { c.hidden_size / heads }),
             rms_norm_eps: c.rms_norm_eps,
             rope_theta,
+            rope_scaling,
             max_position_embeddings: c.max_position_embeddings,
             eos_token_ids,
             tied_embeddings: Some(c.tie_word_embeddings.unwrap_or(false)),
@@ -226,6 +291,7 @@ impl LlamaConfig {
             head_dim,
             rms_norm_eps: g.f64("llama.attention.layer_norm_rms_epsilon")?,
             rope_theta: g.opt_f64("llama.rope.freq_base")?.unwrap_or(10_000.0),
+            rope_scaling: RopeScaling::None,
             max_position_embeddings: g.opt_usize("llama.context_length")?.unwrap_or(2048),
             eos_token_ids,
             // llama.cpp's convention: no `output.weight` tensor means tied embeddings.

@@ -42,7 +42,7 @@ impl Llama {
     }
 
     pub fn new(config: LlamaConfig, weights: LlamaWeights, device: &Device) -> Self {
-        let rope = Rope::new(config.head_dim, config.rope_theta);
+        let rope = Rope::new(config.head_dim, config.rope_theta, config.rope_scaling);
         Llama { config, weights, rope, device: device.clone() }
     }
 

@@ -9,31 +9,32 @@
 //!
 //! Built from narrow/neg/cat/mul, all differentiable (candle-nn's fused `rope` has no backward).
 
+use super::config::RopeScaling;
 use candle_core::{DType, Device, Result, Tensor};
 
 #[derive(Clone, Debug)]
 pub struct Rope {
     head_dim: usize,
-    theta: f64,
+    /// `θ^(-2i/head_dim)` for each pair, rescaled as the config says (Llama 3.x).
+    inv_freq: Vec<f64>,
 }
 
 impl Rope {
-    pub fn new(head_dim: usize, theta: f64) -> Self {
-        Rope { head_dim, theta }
+    pub fn new(head_dim: usize, theta: f64, scaling: RopeScaling) -> Self {
+        let mut inv_freq: Vec<f64> = (0..head_dim / 2).map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64)).collect();
+        scaling.apply(&mut inv_freq);
+        Rope { head_dim, inv_freq }
     }
 
     /// `cos` and `sin` `[len, head_dim]` for positions `start..start+len`, each half
     /// repeated (angles computed in f64, then cast).
     pub fn tables(&self, start: usize, len: usize, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
-        let half = self.head_dim / 2;
-        let inv_freq: Vec<f64> = (0..half)
-            .map(|i| self.theta.powf(-((2 * i) as f64) / self.head_dim as f64))
-            .collect();
+        let inv_freq = &self.inv_freq;
         let mut cos = Vec::with_capacity(len * self.head_dim);
         let mut sin = Vec::with_capacity(len * self.head_dim);
         for p in start..start + len {
             for _ in 0..2 {
-                for f in &inv_freq {
+                for f in inv_freq {
                     let a = p as f64 * f;
                     cos.push(a.cos());
                     sin.push(a.sin());

@@ -27,6 +27,7 @@ fn tiny_config() -> LlamaConfig {
         head_dim: 4,
         rms_norm_eps: 1e-5,
         rope_theta: 10_000.0,
+        rope_scaling: super::config::RopeScaling::None,
         max_position_embeddings: 64,
         eos_token_ids: vec![2],
         tied_embeddings: None,
@@ -434,11 +435,17 @@ fn transformers_4_and_5_config_keys_give_the_same_model_and_every_unread_key_is_
             assert!(e.contains(n), "expected `{n}` in: {e}");
         }
     };
-    // Scaled RoPE, in either generation's key: refused by its type, never run as plain RoPE.
+    // Scaled RoPE in either generation's key: llama3 and linear are computed (their values
+    // are checked against transformers in tests/decoder_families.rs); other kinds and unknown
+    // keys are refused by name, never run as plain RoPE.
     let llama3 = serde_json::json!({"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192, "rope_theta": 500000.0});
-    refused(serde_json::json!({"rope_parameters": llama3}), &["rope_parameters", "llama3"]);
-    refused(serde_json::json!({"rope_scaling": {"type": "linear", "factor": 2.0}}), &["rope_scaling", "linear"]);
+    assert!(load(serde_json::json!({"rope_parameters": llama3})).is_ok());
+    refused(serde_json::json!({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}}), &["rope_parameters", "`yarn`"]);
+    refused(serde_json::json!({"rope_scaling": {"type": "dynamic", "factor": 2.0}}), &["rope_scaling", "`dynamic`"]);
+    refused(serde_json::json!({"rope_scaling": {"type": "linear"}}), &["rope_scaling", "factor"]);
+    refused(serde_json::json!({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192, "beta": 3}}), &["rope_scaling.beta"]);
     refused(serde_json::json!({"rope_theta": 10000.0, "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}}), &["disagree"]);
     refused(serde_json::json!({"rope_parameters": {"rope_type": "default", "mystery": 1}}), &["rope_parameters.mystery"]);
     // A key reft does not read, with the value it had.
