@@ -134,8 +134,8 @@ pub(crate) fn check_sizes(sizes: &[(&str, usize)]) -> std::result::Result<(), St
 pub enum ModelFiles {
     /// A Hugging Face BERT-family folder (`config.json`, `model.safetensors`, `tokenizer.json`).
     Bert(PathBuf),
-    /// A Hugging Face llama folder (`config.json` with `model_type: llama`, `model.safetensors`,
-    /// `tokenizer.json`).
+    /// A Hugging Face llama-family folder (`config.json` with `model_type` llama, mistral,
+    /// qwen2 or qwen3, `model.safetensors` or shards, `tokenizer.json`).
     LlamaHf(PathBuf),
     /// A GGUF file (weights, config and tokenizer in one file).
     Gguf(PathBuf),
@@ -166,7 +166,8 @@ pub fn locate(path: &Path) -> Result<ModelFiles> {
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .and_then(|v| v.get("model_type").and_then(|m| m.as_str()).map(str::to_string));
         return Ok(match model_type.as_deref() {
-            Some("llama") => ModelFiles::LlamaHf(path.to_path_buf()),
+            // The llama-family decoders (llama, mistral, qwen2, qwen3) share one backbone.
+            Some(t) if llama::config::Family::from_model_type(t).is_some() => ModelFiles::LlamaHf(path.to_path_buf()),
             _ => ModelFiles::Bert(path.to_path_buf()),
         });
     }

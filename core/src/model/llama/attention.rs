@@ -43,6 +43,11 @@ pub fn forward(
     let q = heads(hooks.linear(site(LinearModule::Query), x, w.q.forward(x)?)?, h)?;
     let k = heads(hooks.linear(site(LinearModule::Key), x, w.k.forward(x)?)?, kvh)?;
     let v = heads(hooks.linear(site(LinearModule::Value), x, w.v.forward(x)?)?, kvh)?;
+    // Qwen3 normalises each head's query and key before rotating them.
+    let (q, k) = match (&w.q_norm, &w.k_norm) {
+        (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
+        _ => (q, k),
+    };
     let q = Rope::apply(&q, cos, sin)?;
     let k = Rope::apply(&k, cos, sin)?;
     let (keys, values) = match past {

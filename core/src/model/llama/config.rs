@@ -25,6 +25,17 @@ pub struct LlamaConfig {
     pub max_position_embeddings: usize,
     /// Token ids that end a generation (end of turn, end of text).
     pub eos_token_ids: Vec<u32>,
+    /// Which decoder family: the same pre-norm SwiGLU stack, with the differences below.
+    pub family: Family,
+    /// Biases on the query/key/value projections (Qwen2; llama and Qwen3 with
+    /// `attention_bias`).
+    pub qkv_bias: bool,
+    /// A bias on the attention output projection (llama and Qwen3 with `attention_bias`).
+    pub o_bias: bool,
+    /// Biases on the MLP projections (llama's `mlp_bias`).
+    pub mlp_bias: bool,
+    /// RMSNorm over each query and key head before RoPE (Qwen3).
+    pub qk_norm: bool,
     /// Whether the output matrix is the embedding matrix: `config.json`'s
     /// `tie_word_embeddings` (transformers' default false); None (GGUF) when the weights
     /// decide (no output tensor: tied).
@@ -74,6 +85,17 @@ struct HfConfig {
     /// One id or a list (llama 3 lists several).
     #[serde(default)]
     eos_token_id: Option<serde_json::Value>,
+    /// Mistral, Qwen: the attention window (null: none).
+    #[serde(default)]
+    sliding_window: Option<serde_json::Value>,
+    /// Qwen (transformers 4.x): whether layers from `max_window_layers` on use the window.
+    #[serde(default)]
+    use_sliding_window: Option<bool>,
+    #[serde(default)]
+    max_window_layers: Option<usize>,
+    /// transformers 5.x: `full_attention` or `sliding_attention` per layer.
+    #[serde(default)]
+    layer_types: Option<Vec<String>>,
     #[serde(flatten)]
     other: std::collections::BTreeMap<String, serde_json::Value>,
 }
@@ -97,6 +119,32 @@ fn default_eps() -> f64 {
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 fn default_max_positions() -> usize {
     2048
+}
+
+/// The decoder families reft computes. They share llama's layer (RMSNorm, RoPE, grouped-query
+/// attention, SwiGLU) and differ in biases, per-head norms and attention windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Llama,
+    Mistral,
+    Qwen2,
+    Qwen3,
+}
+
+impl Family {
+    /// `model_type` in config.json.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
+        }
+    }
+
+    pub fn from_model_type(t: &str) -> Option<Family> {
+        [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3].into_iter().find(|f| f.model_type() == t)
+    }
 }
 
 /// How RoPE's inverse frequencies are rescaled, as transformers' `ROPE_INIT_FUNCTIONS` does.
@@ -193,33 +241,82 @@ fn rope(top: Option<f64>, scaling: Option<&serde_json::Value>, parameters: Optio
     Ok((theta.unwrap_or(DEFAULT_ROPE_THETA), result))
 }
 
+/// The attention window some layer uses, if any: Mistral's `sliding_window` applies to every
+/// layer; Qwen's only where `layer_types` (5.x) says `sliding_attention`, or with
+/// `use_sliding_window` from layer `max_window_layers` on (4.x). Llama has none.
+fn attention_window(family: Family, c: &HfConfig) -> std::result::Result<Option<usize>, String> {
+    let window = match &c.sliding_window {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(v.as_u64().filter(|&w| w > 0).ok_or_else(|| format!("sliding_window {v} is not a positive number"))? as usize),
+    };
+    let layer_types = c.layer_types.as_deref().unwrap_or(&[]);
+    if let Some(t) = layer_types.iter().find(|t| !matches!(t.as_str(), "full_attention" | "sliding_attention")) {
+        return Err(format!("layer_types entry `{t}` is not supported (full_attention, sliding_attention)"));
+    }
+    if !layer_types.is_empty() && layer_types.len() != c.num_hidden_layers {
+        return Err(format!("layer_types lists {} layers, num_hidden_layers is {}", layer_types.len(), c.num_hidden_layers));
+    }
+    let any_sliding_layer = layer_types.iter().any(|t| t == "sliding_attention");
+    let used = match family {
+        Family::Llama => {
+            if window.is_some() || c.use_sliding_window == Some(true) || any_sliding_layer {
+                return Err("sliding-window attention is not part of llama".into());
+            }
+            false
+        }
+        Family::Mistral => window.is_some() && (layer_types.is_empty() || any_sliding_layer),
+        Family::Qwen2 | Family::Qwen3 => {
+            if !layer_types.is_empty() {
+                any_sliding_layer
+            } else {
+                c.use_sliding_window == Some(true) && c.max_window_layers.is_none_or(|m| m < c.num_hidden_layers)
+            }
+        }
+    };
+    if used && window.is_none() {
+        return Err("a layer uses sliding-window attention but sliding_window is null".into());
+    }
+    Ok(if used { window } else { None })
+}
+
 impl LlamaConfig {
-    /// Read `config.json` of a Hugging Face llama folder.
+    /// Read `config.json` of a Hugging Face decoder folder (llama, mistral, qwen2, qwen3).
     pub fn load_json(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let c: HfConfig = serde_json::from_str(&text)
             .map_err(|e| Error::model(path, format!("line {}:{}: {e}", e.line(), e.column())))?;
         let bad = |m: String| Err(Error::model(path, m));
-        if c.model_type.as_deref() != Some("llama") {
-            return bad(format!("model_type {:?} is not `llama`", c.model_type));
-        }
+        let family = match c.model_type.as_deref().and_then(Family::from_model_type) {
+            Some(f) => f,
+            None => return bad(format!("model_type {:?} is not a decoder family reft computes (llama, mistral, qwen2, qwen3)", c.model_type)),
+        };
+        let name = family.model_type();
         if let Some(key) = c.other.keys().find(|k| !KEYS_THAT_CHANGE_NOTHING.contains(&k.as_str())) {
             return bad(format!(
-                "key `{key}` ({}) is not one reft reads for llama; it may change what the model computes, so the \
+                "key `{key}` ({}) is not one reft reads for {name}; it may change what the model computes, so the \
                  model is refused rather than run without it",
                 c.other[key]
             ));
         }
         if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "silu") {
-            return bad(format!("hidden_act `{act}` is not supported (llama uses silu)"));
+            return bad(format!("hidden_act `{act}` is not supported ({name} uses silu)"));
         }
         let (rope_theta, rope_scaling) = rope(c.rope_theta, c.rope_scaling.as_ref(), c.rope_parameters.as_ref()).map_err(|m| Error::model(path, m))?;
-        if c.attention_bias || c.mlp_bias {
-            return bad("attention_bias/mlp_bias = true is not supported (llama has no biases)".into());
+        // Biases as transformers builds each family's projections.
+        let (qkv_bias, o_bias, mlp_bias) = match family {
+            Family::Llama => (c.attention_bias, c.attention_bias, c.mlp_bias),
+            Family::Qwen3 => (c.attention_bias, c.attention_bias, false),
+            Family::Qwen2 => (true, false, false),
+            Family::Mistral => (false, false, false),
+        };
+        let flag_read = matches!(family, Family::Llama | Family::Qwen3);
+        if (!flag_read && c.attention_bias) || (family != Family::Llama && c.mlp_bias) {
+            return bad(format!("attention_bias/mlp_bias = true is not part of {name}"));
         }
         if let Some(p) = c.attention_dropout.filter(|&p| p != 0.0) {
             return bad(format!("attention_dropout {p} is not supported: reft runs the frozen model without dropout"));
         }
+        let window = attention_window(family, &c).map_err(|m| Error::model(path, m))?;
         let eos_token_ids = match &c.eos_token_id {
             None | Some(serde_json::Value::Null) => vec![],
             Some(v) => {
@@ -245,8 +342,15 @@ impl LlamaConfig {
             rms_norm_eps: c.rms_norm_eps,
             rope_theta,
             rope_scaling,
-            max_position_embeddings: c.max_position_embeddings,
+            // A window as long as the sequence hides nothing, so capping the sequence at the
+            // window computes sliding-window attention exactly; longer inputs are refused.
+            max_position_embeddings: window.map_or(c.max_position_embeddings, |w| w.min(c.max_position_embeddings)),
             eos_token_ids,
+            family,
+            qkv_bias,
+            o_bias,
+            mlp_bias,
+            qk_norm: family == Family::Qwen3,
             tied_embeddings: Some(c.tie_word_embeddings.unwrap_or(false)),
         };
         config.validate().map_err(|m| Error::model(path, m))?;
@@ -292,6 +396,11 @@ impl LlamaConfig {
             rms_norm_eps: g.f64("llama.attention.layer_norm_rms_epsilon")?,
             rope_theta: g.opt_f64("llama.rope.freq_base")?.unwrap_or(10_000.0),
             rope_scaling: RopeScaling::None,
+            family: Family::Llama,
+            qkv_bias: false,
+            o_bias: false,
+            mlp_bias: false,
+            qk_norm: false,
             max_position_embeddings: g.opt_usize("llama.context_length")?.unwrap_or(2048),
             eos_token_ids,
             // llama.cpp's convention: no `output.weight` tensor means tied embeddings.

