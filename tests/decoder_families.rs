@@ -91,3 +91,48 @@ fn every_family_matches_transformers_in_f32() {
         assert_eq!(tokens, r.greedy, "{family}: greedy tokens");
     }
 }
+
+/// `reft export --model` of each family (prefill + decode-step graphs), run by ONNX Runtime:
+/// the prompt's last-position logits match candle's, ONNX's checker accepts both graphs, and
+/// the greedy tokens (a prefill, then 7 cached decode steps) are transformers' tokens.
+#[test]
+fn every_family_exports_to_onnx_and_generates_the_same_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    for family in FAMILIES {
+        let r = reference(family);
+        let out = tmp.path().join(family);
+        let (ok, stdout, err) = run_reft(&["export", "--model", folder(family).to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(ok, "{family}: reft export failed: {err}");
+        assert!(stdout.contains("3 layers"), "{stdout}");
+        onnx_checker(&out.join("prefill.onnx"));
+        onnx_checker(&out.join("decode.onnx"));
+
+        let m = model::load(&folder(family), DType::F32, &Device::Cpu).unwrap();
+        let lm = m.as_causal_lm().unwrap();
+        let batch = batch_from_ids(&[r.ids.clone()], 0, &Device::Cpu).unwrap();
+        let h = m.forward(&batch, &NoHooks).unwrap();
+        let want = lm.lm_head(&h.narrow(1, r.ids.len() - 1, 1).unwrap()).unwrap().flatten_all().unwrap();
+
+        let mut dec = reft_core::runtime::OrtDecoder::load(&out, None).unwrap();
+        let (got, _) = dec.lm.prefill(std::slice::from_ref(&r.ids)).unwrap();
+        let got = Tensor::new(got[0].as_slice(), &Device::Cpu).unwrap();
+        let d = relative(&got, &want);
+        let tokens = dec.lm.generate(&r.ids, &greedy(8), &mut |_| Ok(())).unwrap().tokens;
+        eprintln!("{family}: ORT prefill logits vs candle {d:.1e}; ORT greedy {tokens:?}");
+        assert!(d <= PARITY, "{family}: ORT vs candle {d:e}");
+        assert_eq!(tokens, r.greedy, "{family}: ORT greedy tokens against transformers'");
+    }
+}
+
+/// Mistral's window (32 in the fixture) bounds the sequence: within it, sliding-window
+/// attention equals full attention, so reft computes it exactly; beyond it, it refuses.
+#[test]
+fn a_sliding_window_caps_the_sequence_length() {
+    let info = model::inspect(&folder("mistral")).unwrap();
+    assert_eq!(info.config.max_positions(), 32, "mistral's window");
+    assert_eq!(model::inspect(&folder("qwen2")).unwrap().config.max_positions(), 128, "qwen2 uses no window");
+    let m = model::load(&folder("mistral"), DType::F32, &Device::Cpu).unwrap();
+    let ids: Vec<u32> = (0..33).map(|i| i % 100 + 1).collect();
+    let e = m.forward(&batch_from_ids(&[ids], 0, &Device::Cpu).unwrap(), &NoHooks).err().expect("33 tokens past a window of 32").to_string();
+    assert!(e.contains("33 tokens") && e.contains("32"), "{e}");
+}

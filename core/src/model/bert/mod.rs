@@ -87,7 +87,7 @@ impl BertConfig {
                      encoder does not compute; refused rather than run as BERT"
                 ))
             }
-            Some(t) => return bad(format!("model_type `{t}` is not supported (encoders: `bert`)")),
+            Some(t) => return bad(format!("model_type `{t}` is not supported (encoders: bert; decoders: llama, mistral, qwen2, qwen3)")),
             None => return bad("has no model_type (encoders: `bert`)".into()),
         }
         if let Some(kind) = self.position_embedding_type.as_deref().filter(|k| *k != "absolute") {

@@ -94,6 +94,8 @@ pub(crate) fn tiny_model(dtype: DType, tied: bool) -> Llama {
                 gate: lin(format!("{p}.mlp.gate_proj")),
                 up: lin(format!("{p}.mlp.up_proj")),
                 down: lin(format!("{p}.mlp.down_proj")),
+                q_norm: None,
+                k_norm: None,
             }
         })
         .collect();
@@ -454,10 +456,14 @@ fn transformers_4_and_5_config_keys_give_the_same_model_and_every_unread_key_is_
     refused(serde_json::json!({"rope_theta": 10000.0, "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}}), &["disagree"]);
     refused(serde_json::json!({"rope_parameters": {"rope_type": "default", "mystery": 1}}), &["rope_parameters.mystery"]);
     // A key reft does not read, with the value it had.
-    refused(serde_json::json!({"sliding_window": 4096}), &["`sliding_window`", "4096"]);
+    refused(serde_json::json!({"sliding_window": 4096}), &["sliding-window attention is not part of llama"]);
+    refused(serde_json::json!({"model_type": "gemma2"}), &["gemma2", "llama, mistral, qwen2, qwen3"]);
+    refused(serde_json::json!({"max_window_layers": 4, "moe_intermediate_size": 4}), &["`moe_intermediate_size`"]);
     refused(serde_json::json!({"quantization_config": {"quant_method": "gptq"}}), &["`quantization_config`"]);
     refused(serde_json::json!({"attention_dropout": 0.1}), &["attention_dropout"]);
-    refused(serde_json::json!({"attention_bias": true}), &["attention_bias"]);
+    // Biases the config promises must be in the file.
+    let e = load(serde_json::json!({"attention_bias": true})).err().expect("no biases in the file").to_string();
+    assert!(e.contains("model.safetensors") && e.contains("q_proj.bias"), "{e}");
     // transformers' llama default is an untied output matrix: without lm_head.weight, refused.
     refused(serde_json::json!({"tie_word_embeddings": null}), &["tie_word_embeddings: false", "lm_head.weight"]);
     std::fs::remove_dir_all(&dir).unwrap();
