@@ -169,7 +169,7 @@ fn adapter_round_trip_gives_the_in_memory_greedy_tokens() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["instruction"].as_str().unwrap().to_string())
         .collect();
     let format = PromptFormat::new(true, None, &plan.model_dir).unwrap();
-    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(&format.render(p), None).unwrap()).collect();
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| format.encode(&tok, p).unwrap()).collect();
     let in_memory = greedy(backbone.as_ref(), &ids, Some(&iv));
     let base = greedy(backbone.as_ref(), &ids, None);
     assert_ne!(in_memory, base, "six updates changed no greedy answer: the test would prove nothing");
@@ -250,8 +250,8 @@ fn causal_recipe_mistakes_name_their_line() {
     // Room for the short prompt and two more tokens, not for the long one.
     let tok = model::load_tokenizer(&gguf).unwrap();
     let format = PromptFormat::new(true, None, &gguf).unwrap();
-    let max_length = tok.encode(&format.render("hi"), None).unwrap().len() + 2;
-    assert!(tok.encode(&format.render("a very long prompt indeed"), None).unwrap().len() >= max_length);
+    let max_length = format.encode(&tok, "hi").unwrap().len() + 2;
+    assert!(format.encode(&tok, "a very long prompt indeed").unwrap().len() >= max_length);
     let path = tmp.path().join("long.yaml");
     std::fs::write(&path, format!("{head}task: {{ kind: causal_lm }}\ndata: {{ train: long.jsonl, max_length: {max_length} }}\ninterventions:\n  - {{ kind: loreft, hooks: \"layers[3].block_output\", positions: l1, rank: 4 }}\n")).unwrap();
     let plan = Plan::new(LoadedRecipe::load(&path).unwrap()).unwrap();

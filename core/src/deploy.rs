@@ -146,9 +146,14 @@ pub struct DecoderSpec {
     pub present_key: String,
     pub present_value: String,
     /// The model's Jinja chat template, as the model file has it (`reft generate --chat`
-    /// reads its ChatML parameters, as with the candle model).
+    /// renders it as the candle model does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat_template: Option<String>,
+    /// What the template's `{{ bos_token }}` / `{{ eos_token }}` print.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bos_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_token: Option<String>,
     /// Keys none of the above claim. `deny_unknown_fields` does not combine with `flatten`,
     /// so they are collected here and [`DecoderSpec::validate`] refuses them by name.
     #[serde(flatten, skip_serializing)]

@@ -133,13 +133,19 @@ impl Session {
     }
 
     /// Generate from `prompt`, streaming the text to stdout; returns the text and the run.
-    fn run(&self, prompt: &str) -> anyhow::Result<(String, Generation)> {
-        self.run_to(prompt, true)
+    /// `templated`: the text was rendered by the chat template, which writes its own special
+    /// tokens (tokenised as `apply_chat_template` does); raw text gets the tokenizer's.
+    fn run(&self, prompt: &str, templated: bool) -> anyhow::Result<(String, Generation)> {
+        self.run_to(prompt, templated, true)
+    }
+
+    fn encode(&self, prompt: &str, templated: bool) -> anyhow::Result<Vec<u32>> {
+        Ok(if templated { self.tokenizer.encode_continuation(prompt)? } else { self.tokenizer.encode(prompt, None)? })
     }
 
     /// [`Self::run`], streaming to stdout only when `stream_out`.
-    fn run_to(&self, prompt: &str, stream_out: bool) -> anyhow::Result<(String, Generation)> {
-        let ids = self.tokenizer.encode(prompt, None)?;
+    fn run_to(&self, prompt: &str, templated: bool, stream_out: bool) -> anyhow::Result<(String, Generation)> {
+        let ids = self.encode(prompt, templated)?;
         if ids.is_empty() {
             bail!("the prompt is empty");
         }
@@ -231,11 +237,11 @@ pub fn generate_cmd(args: GenerateArgs) -> anyhow::Result<()> {
     let text = if chat {
         let (t, mut msgs) = template(&session, args.system.as_deref())?;
         msgs.push(ChatMessage::new("user", &prompt));
-        t.render(&msgs, true)
+        t.render(&msgs, true)?
     } else {
         prompt
     };
-    let (_, gen) = session.run(&text)?;
+    let (_, gen) = session.run(&text, chat)?;
     report(&gen);
     Ok(())
 }
@@ -267,12 +273,12 @@ pub fn chat_cmd(args: ChatArgs) -> anyhow::Result<()> {
         // Keep the conversation within the context: drop the oldest exchanges first.
         let budget = session.lm().max_positions().saturating_sub(session.options.max_new_tokens);
         let first = usize::from(msgs.first().is_some_and(|m| m.role == "system"));
-        let mut prompt = t.render(&msgs, true);
-        while session.tokenizer.encode(&prompt, None)?.len() > budget && msgs.len() > first + 1 {
+        let mut prompt = t.render(&msgs, true)?;
+        while session.encode(&prompt, true)?.len() > budget && msgs.len() > first + 1 {
             msgs.drain(first..(first + 2).min(msgs.len() - 1));
-            prompt = t.render(&msgs, true);
+            prompt = t.render(&msgs, true)?;
         }
-        let (reply, gen) = session.run(&prompt)?;
+        let (reply, gen) = session.run(&prompt, true)?;
         if interactive {
             report(&gen);
         }

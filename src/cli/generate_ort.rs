@@ -45,11 +45,15 @@ pub fn run(req: Request) -> anyhow::Result<()> {
     let text = if req.chat {
         let mut msgs: Vec<ChatMessage> = req.system.as_deref().map(|s| vec![ChatMessage::new("system", s)]).unwrap_or_default();
         msgs.push(ChatMessage::new("user", &req.prompt));
-        dec.chat_template.render(&msgs, true)
+        let Some(template) = &dec.chat_template else {
+            bail!("{}: the model had no chat template when it was exported; generate without --chat", dir.display());
+        };
+        template.render(&msgs, true)?
     } else {
         req.prompt
     };
-    let ids = dec.tokenizer.encode(&text, None)?;
+    // A rendered chat prompt carries its own special tokens (as apply_chat_template tokenises it).
+    let ids = if req.chat { dec.tokenizer.encode_continuation(&text)? } else { dec.tokenizer.encode(&text, None)? };
     if ids.is_empty() {
         bail!("the prompt is empty");
     }

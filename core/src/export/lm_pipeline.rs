@@ -62,10 +62,15 @@ pub fn export_causal_lm(input: &CausalExportInput, out: &Path, opts: &ExportOpti
     let geo = export.geometry();
     let tok = crate::model::load_tokenizer(input.model_path)?;
     let chat_template = ChatTemplate::source_for_model(input.model_path)?;
+    let (bos_token, eos_token) = ChatTemplate::special_tokens_for_model(input.model_path)?;
     if let Some(t) = &chat_template {
         // Refuse now what `reft generate --chat` would refuse later.
-        ChatTemplate::from_jinja(Some(t))?;
+        ChatTemplate::new(t, &bos_token, &eos_token)?;
     }
+    let (bos_token, eos_token) = match chat_template {
+        Some(_) => (Some(bos_token), Some(eos_token)),
+        None => (None, None),
+    };
     let from = if input.source.adapter.is_empty() { format!("model {}", input.source.base_model) } else { format!("adapter {}", input.source.adapter) };
 
     // The prefill graph first: it is where an intervention that cannot be exported fails,
@@ -127,6 +132,8 @@ pub fn export_causal_lm(input: &CausalExportInput, out: &Path, opts: &ExportOpti
             present_key: PRESENT_KEY.into(),
             present_value: PRESENT_VALUE.into(),
             chat_template,
+            bos_token,
+            eos_token,
             unknown: Default::default(),
         }),
         files_sha256: hash_files(out, &files)?,

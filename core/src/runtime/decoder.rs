@@ -53,7 +53,8 @@ pub struct OrtDecoder {
     pub dir: PathBuf,
     pub spec: PipelineSpec,
     pub tokenizer: TextTokenizer,
-    pub chat_template: ChatTemplate,
+    /// The model's chat template; None when it has none (`--chat` is then refused).
+    pub chat_template: Option<ChatTemplate>,
     /// The two sessions (a field of its own, so a caller can stream text through
     /// `tokenizer` while `lm` generates).
     pub lm: OrtLm,
@@ -98,7 +99,10 @@ impl OrtDecoder {
             }
         }
         let tokenizer = TextTokenizer::load(&dir.join(&spec.tokenizer))?;
-        let chat_template = ChatTemplate::from_jinja(decoder.chat_template.as_deref())?;
+        let chat_template = match &decoder.chat_template {
+            Some(t) => Some(ChatTemplate::new(t, decoder.bos_token.as_deref().unwrap_or(""), decoder.eos_token.as_deref().unwrap_or(""))?),
+            None => None,
+        };
         // Without prepacking ONNX Runtime maps the page-aligned weights straight from
         // weights.onnx.data, so both sessions share one copy of the file's pages; prepacking
         // would give each session its own packed copy (measured on SmolLM2-135M: 1.25 GB

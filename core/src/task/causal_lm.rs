@@ -51,14 +51,25 @@ impl PromptFormat {
         Ok(PromptFormat::Chat { template: ChatTemplate::for_model(model_path)?, system })
     }
 
-    pub fn render(&self, prompt: &str) -> String {
+    pub fn render(&self, prompt: &str) -> Result<String> {
         match self {
-            PromptFormat::Raw => prompt.to_string(),
+            PromptFormat::Raw => Ok(prompt.to_string()),
             PromptFormat::Chat { template, system } => {
                 let mut messages: Vec<ChatMessage> = system.iter().map(|s| ChatMessage::new("system", s)).collect();
                 messages.push(ChatMessage::new("user", prompt));
                 template.render(&messages, true)
             }
+        }
+    }
+
+    /// The prompt's token ids, in training and in generation alike: raw text with the
+    /// tokenizer's special tokens (as a text-generation pipeline adds them), a rendered chat
+    /// prompt without them (the template writes its own, as `apply_chat_template` does).
+    pub fn encode(&self, tok: &TextTokenizer, prompt: &str) -> Result<Vec<u32>> {
+        let text = self.render(prompt)?;
+        match self {
+            PromptFormat::Raw => tok.encode(&text, None),
+            PromptFormat::Chat { .. } => tok.encode_continuation(&text),
         }
     }
 }
@@ -80,7 +91,7 @@ pub struct EncodedPair {
 /// most `max_length` tokens: the response is cut if need be; a prompt that leaves no room
 /// for one response token is an error.
 pub fn encode_pair(tok: &TextTokenizer, format: &PromptFormat, eos: u32, max_length: usize, prompt: &str, response: &str) -> Result<EncodedPair> {
-    let mut ids = tok.encode(&format.render(prompt), None)?;
+    let mut ids = format.encode(tok, prompt)?;
     let prompt_len = ids.len();
     if prompt_len == 0 {
         return Err(Error::Other("the prompt has no tokens".into()));

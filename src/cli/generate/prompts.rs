@@ -60,7 +60,8 @@ pub(super) fn generate_many(session: &Session, args: &GenerateArgs) -> anyhow::R
     };
     let format = format(session, args)?;
     for prompt in &prompts {
-        let (text, gen) = session.run_to(&format.render(prompt), !args.json)?;
+        let templated = matches!(format, PromptFormat::Chat { .. });
+        let (text, gen) = session.run_to(&format.render(prompt)?, templated, !args.json)?;
         if args.json {
             let stop = match gen.stop {
                 StopReason::StopToken(_) => "end_of_sequence",

@@ -1,14 +1,18 @@
-//! The ChatML conversation format (`<|im_start|>role\ncontent<|im_end|>\n`), which
-//! SmolLM2-Instruct's chat template writes, ending with `<|im_start|>assistant\n` for the
-//! model to continue.
+//! Chat templates: the model's own Jinja template (`chat_template` in a folder's
+//! tokenizer_config.json, or GGUF's `tokenizer.chat_template`), rendered as transformers'
+//! `apply_chat_template` renders it: Jinja with `trim_blocks` and `lstrip_blocks`, the
+//! variables `messages`, `add_generation_prompt`, `bos_token` and `eos_token`, and a
+//! `raise_exception` function. minijinja runs it; its pycompat layer gives templates the
+//! Python string and dict methods they call (`.strip()`, `.items()`, …). A model without a
+//! template has no chat format: asking for one is an error, never a guessed ChatML.
 //!
-//! GGUF files carry the template as Jinja (`tokenizer.chat_template`); reft does not run
-//! Jinja, it recognises a ChatML template and reads its one parameter, the system message
-//! it inserts when a conversation has none.
+//! The rendered prompt is tokenised without the tokenizer's own special tokens (as
+//! `apply_chat_template(tokenize=True)` does), since the template writes them itself.
 
 use crate::error::{Error, Result};
+use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
@@ -20,38 +24,35 @@ impl ChatMessage {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatTemplate {
-    /// Inserted as the first message when the conversation does not start with a system one.
-    pub default_system: Option<String>,
+    /// The Jinja source, as the model file has it.
+    pub source: String,
+    /// What `{{ bos_token }}` / `{{ eos_token }}` print (empty when the model has none).
+    pub bos_token: String,
+    pub eos_token: String,
 }
 
-const START: &str = "<|im_start|>";
-const END: &str = "<|im_end|>";
-
 impl ChatTemplate {
-    /// From a model's Jinja chat template: it must be ChatML. `None` (no template) gives
-    /// plain ChatML without a default system message.
-    pub fn from_jinja(template: Option<&str>) -> Result<Self> {
-        let Some(t) = template else { return Ok(ChatTemplate::default()) };
-        if !t.contains(START) || !t.contains(END) {
-            return Err(Error::Other(
-                "the model's chat template is not ChatML (<|im_start|>…<|im_end|>); reft's chat supports ChatML only".into(),
-            ));
-        }
-        // SmolLM2: `{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n…<|im_end|>\n' }}`
-        let marker = format!("{START}system\n");
-        let default_system = t.find(&marker).and_then(|i| {
-            let rest = &t[i + marker.len()..];
-            rest.find(END).map(|j| rest[..j].to_string())
-        });
-        Ok(ChatTemplate { default_system })
+    /// A template from its Jinja source; refused now if it does not parse.
+    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
+        let t = ChatTemplate { source: source.to_string(), bos_token: bos_token.to_string(), eos_token: eos_token.to_string() };
+        t.environment()?;
+        Ok(t)
     }
 
-    /// The chat template of the model at `path` (a `.gguf` file or a folder): GGUF's
-    /// `tokenizer.chat_template`, or `chat_template` in a folder's tokenizer_config.json.
+    /// The chat template of the model at `path` (a `.gguf` file or a folder). Err when it has
+    /// none: chat needs the model's own format.
     pub fn for_model(path: &std::path::Path) -> Result<Self> {
-        Self::from_jinja(Self::source_for_model(path)?.as_deref())
+        let Some(source) = Self::source_for_model(path)? else {
+            return Err(Error::model(
+                path,
+                "has no chat template (`chat_template` in tokenizer_config.json, or GGUF `tokenizer.chat_template`): \
+                 use the prompt as raw text (`task.chat_template: false`, or `reft generate` without --chat)",
+            ));
+        };
+        let (bos, eos) = Self::special_tokens_for_model(path)?;
+        Self::new(&source, &bos, &eos)
     }
 
     /// The Jinja text of the model's chat template, if it has one (ONNX export copies it
@@ -61,44 +62,76 @@ impl ChatTemplate {
         Ok(match locate(path)? {
             ModelFiles::Gguf(file) => super::GgufFile::open(&file)?.opt_string("tokenizer.chat_template")?,
             ModelFiles::LlamaHf(dir) | ModelFiles::Bert(dir) => {
-                let p = dir.join("tokenizer_config.json");
-                match std::fs::read_to_string(&p) {
-                    Ok(text) => serde_json::from_str::<serde_json::Value>(&text)
-                        .map_err(|e| Error::model(&p, e.to_string()))?
-                        .get("chat_template")
-                        .and_then(|t| t.as_str())
-                        .map(str::to_string),
-                    Err(_) => None,
-                }
+                tokenizer_config(&dir)?.and_then(|c| c.get("chat_template").and_then(|t| t.as_str()).map(str::to_string))
             }
         })
     }
 
+    /// The text of the BOS and EOS tokens the template may print: tokenizer_config.json's
+    /// `bos_token`/`eos_token` (a string or `{"content": …}`), or for GGUF the tokens whose ids
+    /// `tokenizer.ggml.bos_token_id`/`eos_token_id` name. Empty when the model has none.
+    pub fn special_tokens_for_model(path: &std::path::Path) -> Result<(String, String)> {
+        use crate::model::{locate, ModelFiles};
+        Ok(match locate(path)? {
+            ModelFiles::Gguf(file) => {
+                let g = super::GgufFile::open(&file)?;
+                let tokens = g.strings("tokenizer.ggml.tokens")?;
+                let name = |key: &str| -> Result<String> {
+                    Ok(g.opt_usize(key)?.and_then(|i| tokens.get(i).map(|t| t.to_string())).unwrap_or_default())
+                };
+                (name("tokenizer.ggml.bos_token_id")?, name("tokenizer.ggml.eos_token_id")?)
+            }
+            ModelFiles::LlamaHf(dir) | ModelFiles::Bert(dir) => {
+                let config = tokenizer_config(&dir)?.unwrap_or_default();
+                let token = |key: &str| match config.get(key) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(v) => v.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string(),
+                    None => String::new(),
+                };
+                (token("bos_token"), token("eos_token"))
+            }
+        })
+    }
+
+    fn environment(&self) -> Result<minijinja::Environment<'static>> {
+        let mut env = minijinja::Environment::new();
+        // transformers' chat environment: trim_blocks, lstrip_blocks, raise_exception.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |message: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message))
+        });
+        env.add_template_owned("chat_template", self.source.clone())
+            .map_err(|e| Error::Other(format!("the model's chat template does not parse: {e:#}")))?;
+        Ok(env)
+    }
+
     /// The prompt text for `messages`; with `add_generation_prompt`, it ends with the
     /// opening of an assistant turn.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> String {
-        let mut out = String::new();
-        let turn = |out: &mut String, role: &str, content: &str| {
-            out.push_str(START);
-            out.push_str(role);
-            out.push('\n');
-            out.push_str(content);
-            out.push_str(END);
-            out.push('\n');
-        };
-        if let Some(system) = &self.default_system {
-            if messages.first().is_none_or(|m| m.role != "system") {
-                turn(&mut out, "system", system);
-            }
-        }
-        for m in messages {
-            turn(&mut out, &m.role, &m.content);
-        }
-        if add_generation_prompt {
-            out.push_str(START);
-            out.push_str("assistant\n");
-        }
-        out
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let env = self.environment()?;
+        let template = env.get_template("chat_template").map_err(|e| Error::Other(e.to_string()))?;
+        template
+            .render(minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => self.bos_token,
+                eos_token => self.eos_token,
+            })
+            .map_err(|e| Error::Other(format!("the model's chat template failed: {e:#}")))
+    }
+}
+
+/// A folder's tokenizer_config.json, if it has one.
+fn tokenizer_config(dir: &std::path::Path) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    let p = dir.join("tokenizer_config.json");
+    match std::fs::read_to_string(&p) {
+        Ok(text) => match serde_json::from_str::<serde_json::Value>(&text).map_err(|e| Error::model(&p, e.to_string()))? {
+            serde_json::Value::Object(m) => Ok(Some(m)),
+            _ => Err(Error::model(&p, "is not a JSON object")),
+        },
+        Err(_) => Ok(None),
     }
 }
 
@@ -110,20 +143,21 @@ mod tests {
     const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
     #[test]
-    fn renders_chatml_as_the_jinja_template_does() {
-        let t = ChatTemplate::from_jinja(Some(SMOLLM2)).unwrap();
-        assert_eq!(t.default_system.as_deref(), Some("You are a helpful AI assistant named SmolLM, trained by Hugging Face"));
+    fn renders_smollm2s_chatml_template() {
+        let t = ChatTemplate::new(SMOLLM2, "", "<|im_end|>").unwrap();
         let msgs = [ChatMessage::new("user", "Hi!"), ChatMessage::new("assistant", "Hello."), ChatMessage::new("user", "2+2?")];
         assert_eq!(
-            t.render(&msgs, true),
+            t.render(&msgs, true).unwrap(),
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
              <|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n\
              <|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
         );
         // An explicit system message replaces the default one.
         let msgs = [ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi")];
-        assert_eq!(t.render(&msgs, false), "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
-        assert_eq!(ChatTemplate::from_jinja(None).unwrap().render(&msgs[1..], true), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
-        assert!(ChatTemplate::from_jinja(Some("{{ bos_token }}[INST] {{ m }} [/INST]")).is_err());
+        assert_eq!(t.render(&msgs, false).unwrap(), "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+        // A template that raises says so; one that does not parse is refused when loaded.
+        let strict = ChatTemplate::new("{% if messages[0]['role'] != 'user' %}{{ raise_exception('users first') }}{% endif %}", "", "").unwrap();
+        assert!(strict.render(&msgs, true).unwrap_err().to_string().contains("users first"));
+        assert!(ChatTemplate::new("{% for m in messages %}", "", "").unwrap_err().to_string().contains("does not parse"));
     }
 }
