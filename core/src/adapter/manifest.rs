@@ -53,6 +53,10 @@ pub struct ModelEntry {
     /// sha256 over the model's config and its tensor names, dtypes and shapes.
     pub fingerprint: String,
     pub parameters: usize,
+    /// The dtype the frozen base computed in during training (`model.dtype`); evaluation,
+    /// prediction and generation load it so again. Absent in older adapters: f32.
+    #[serde(default)]
+    pub dtype: crate::recipe::DTypeSpec,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +108,7 @@ pub fn manifest_for(plan: &Plan, model_dir: &Path) -> Result<Manifest> {
             arch: plan.model.arch.clone(),
             fingerprint: super::fingerprint(model_dir)?,
             parameters: plan.model.num_parameters,
+            dtype: r.model.dtype,
         },
         interventions: plan
             .interventions

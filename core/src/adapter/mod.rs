@@ -105,7 +105,9 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
             dir.display(), manifest.base_model.fingerprint, manifest.base_model.path
         )));
     }
+    // Interventions and head in f32 (as trained); the base in the dtype it trained in.
     let dtype = DType::F32;
+    let base_dtype = manifest.base_model.dtype.dtype();
     let mut interventions = Interventions::default();
     let mut rng = SeededRng::new(0);
     load_recorded_plugins(&manifest)?;
@@ -153,7 +155,7 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
     for (name, v) in &wanted {
         v.var.set(&seen[name])?;
     }
-    let backbone = model::load(&model_dir, dtype, device)?;
+    let backbone = model::load(&model_dir, base_dtype, device)?;
     Ok(Loaded { dir: dir.to_path_buf(), manifest, model_dir, backbone, interventions, head, notes })
 }
 

@@ -220,6 +220,7 @@ pub fn load(dir: &Path, model_override: Option<&Path>, device: &Device) -> Resul
             arch: info.arch.clone(),
             fingerprint: super::fingerprint(&model_dir)?,
             parameters: info.num_parameters,
+            dtype: Default::default(),
         },
         interventions: entries,
         plugins: Vec::new(),

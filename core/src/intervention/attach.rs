@@ -76,6 +76,7 @@ impl Interventions {
         }
         Ok(BatchHooks {
             owner: self,
+            dtype,
             seq_len: s,
             selections,
             by_site,
@@ -125,6 +126,10 @@ impl Selection {
 /// The hooks of one batch: the selected positions computed once, interventions by site.
 pub struct BatchHooks<'a> {
     owner: &'a Interventions,
+    /// The interventions' own dtype (f32 under a bf16/f16 base: mixed precision). States of
+    /// another dtype are cast to it at the hook and the change cast back, so parameters,
+    /// their arithmetic and gradients stay in this dtype.
+    dtype: DType,
     /// The batch's sequence length: states with one position instead are the first tokens
     /// alone (`Hooks::first_token_suffices`).
     seq_len: usize,
@@ -135,6 +140,11 @@ pub struct BatchHooks<'a> {
 }
 
 impl BatchHooks<'_> {
+    /// A state in the interventions' dtype (a no-op when the base computes in it too).
+    fn to_param_dtype(&self, t: Tensor) -> Result<Tensor> {
+        Ok(if t.dtype() == self.dtype { t } else { t.to_dtype(self.dtype)? })
+    }
+
     fn shape_error(&self, i: usize, input: &Tensor, out: &Tensor) -> Error {
         let a = &self.owner.items[i];
         Error::Shape {
@@ -164,13 +174,13 @@ impl Hooks for BatchHooks<'_> {
             if count == 0 {
                 continue;
             }
-            let picked = flat.index_select(rows, 0)?.unsqueeze(0)?;
+            let picked = self.to_param_dtype(flat.index_select(rows, 0)?.unsqueeze(0)?)?;
             let ctx = Ctx { mask: ones, train: self.train, rng: self.rng };
             let delta = self.owner.items[*i].module.delta(&picked, &ctx)?;
             if delta.dims() != picked.dims() {
                 return Err(self.shape_error(*i, &picked, &delta));
             }
-            h = flat.index_add(rows, &delta.squeeze(0)?, 0)?.reshape(dims)?;
+            h = flat.index_add(rows, &delta.squeeze(0)?.to_dtype(flat.dtype())?, 0)?.reshape(dims)?;
         }
         Ok(h)
     }
@@ -182,10 +192,11 @@ impl Hooks for BatchHooks<'_> {
             // The first-token input of a `[CLS]`-only last layer gets the mask's column 0.
             let first_tokens = x.rank() == 3 && x.dim(1)? == 1 && self.seq_len > 1;
             let ctx = Ctx { mask: if first_tokens { &sel.first_mask } else { &sel.mask }, train: self.train, rng: self.rng };
-            let delta = self.owner.items[*i].module.delta(x, &ctx)?;
+            let delta = self.owner.items[*i].module.delta(&self.to_param_dtype(x.clone())?, &ctx)?;
             if delta.dims() != y.dims() {
                 return Err(self.shape_error(*i, &y, &delta));
             }
+            let delta = delta.to_dtype(y.dtype())?;
             y = (y + delta)?;
         }
         Ok(y)

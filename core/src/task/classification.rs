@@ -53,7 +53,9 @@ impl ClassifierHead {
 
     /// `[batch, num_labels]` logits.
     pub fn logits(&self, pooled: &Tensor, train: bool, rng: &mut SeededRng) -> Result<Tensor> {
-        let x = if train { dropout(pooled, self.dropout, rng)? } else { pooled.clone() };
+        // Under a bf16/f16 base the head, like the interventions, computes in f32.
+        let pooled = pooled.to_dtype(self.weight.dtype())?;
+        let x = if train { dropout(&pooled, self.dropout, rng)? } else { pooled };
         Ok(crate::nn::linear(&x, self.weight.as_tensor(), Some(self.bias.as_tensor()))?)
     }
 }

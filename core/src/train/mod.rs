@@ -70,7 +70,10 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     // Plan::new checked every `train:` and `data:` number (recipe/train_check.rs).
     let t = &r.train;
     let device = crate::device::parse(&r.model.device).map_err(|e| recipe.error_at("model.device", e.to_string()))?;
-    let dtype = r.model.dtype.dtype();
+    // Mixed precision: the frozen base computes in the recipe's dtype; interventions, head,
+    // optimiser state and loss stay in f32 (states are cast at the hooks).
+    let base_dtype = r.model.dtype.dtype();
+    let dtype = DType::F32;
     let reporter = opts.reporter;
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
     // One trainer per folder; then nothing else writes here, so leftovers of a killed writer go.
@@ -90,7 +93,7 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     identity.save(&opts.run_dir)?;
 
     // Model, data, interventions, head.
-    let backbone = model::load(&plan.model_dir, dtype, &device)?;
+    let backbone = model::load(&plan.model_dir, base_dtype, &device)?;
     let tok = model::load_tokenizer(&plan.model_dir)?;
     let pad = tok.pad_id();
     let lm = backbone.as_causal_lm();
