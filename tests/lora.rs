@@ -171,14 +171,8 @@ train: {{ epochs: 2, batch_size: 16, lr: 4.0e-3, seed: 5 }}\n",
     let run_dir = tmp.path().join("run");
     let (ok, _, err) = run_reft(&["train", recipe.to_str().unwrap(), "--out", run_dir.to_str().unwrap()]);
     assert!(ok, "{err}");
-    let log = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     // Mean training loss per epoch falls, from about ln 2 at the start.
-    let epochs: Vec<f64> = log
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["type"] == "epoch")
-        .map(|v| v["train_loss"].as_f64().unwrap())
-        .collect();
+    let epochs = epoch_train_losses(&run_dir);
     assert!(epochs.len() == 2 && epochs[1] < epochs[0] - 0.02, "epoch losses did not fall: {epochs:?}");
 
     let manifest = adapter::read_manifest(&run_dir).unwrap();

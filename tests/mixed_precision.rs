@@ -112,13 +112,7 @@ train: {{ epochs: 4, batch_size: 8, lr: 2.0e-2, seed: 1 }}\n",
     let (ok, out, err) = run_reft(&["train", recipe.to_str().unwrap(), "--out", run.to_str().unwrap(), "--json"]);
     assert!(ok, "{err}");
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let epochs: Vec<f64> = log
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["type"] == "epoch")
-        .map(|v| v["train_loss"].as_f64().unwrap())
-        .collect();
+    let epochs = epoch_train_losses(&run);
     eprintln!("train loss by epoch with a bf16 base: {epochs:?}");
     assert!(epochs.last().unwrap() < &(epochs[0] - 0.05), "the loss did not fall: {epochs:?}");
     // The adapter is f32 whatever the base dtype, and records the base's dtype.

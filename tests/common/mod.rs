@@ -74,6 +74,17 @@ pub fn plugin_library() -> PathBuf {
         .unwrap_or_else(|| panic!("{PLUGIN_FILE} was not built next to {}: it is a dev-dependency, so `cargo test` builds it", deps.display()))
 }
 
+/// The mean training loss of each epoch, from a run folder's metrics.jsonl.
+pub fn epoch_train_losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "epoch")
+        .map(|v| v["train_loss"].as_f64().unwrap())
+        .collect()
+}
+
 /// The SmolLM2-135M-Instruct GGUF file that `reft setup` installs, or `None` (the test
 /// returns early, with a note) when it is not in the cache, unless REFT_REQUIRE_ASSETS=1
 /// (CI), where a missing file fails the test.
