@@ -2,6 +2,7 @@
 //!
 //!   cargo bench --bench train                 # every figure, each in its own process
 //!   cargo bench --bench train -- step         # one figure: step | step-cached | step-lora | step-causal | forward | run
+//!   cargo bench --bench train -- step-llm DIR [f32|bf16]   # Llama-3.2-1B shape (tests/reference/llama_1b_shape.py)
 //!
 //! Each figure runs in a fresh process so its peak RSS (VmHWM) is its own. Times are
 //! medians over repeated runs after a warm-up; the machine is noisy, so compare medians.
@@ -183,6 +184,76 @@ LoReFT r4 at layer 15 of SmolLM2-135M, first and last prompt tokens, layers 0-{}
     );
 }
 
+/// One optimiser update at Llama-3.2-1B's shape (the folder tests/reference/llama_1b_shape.py
+/// writes; `dtype` the base's compute dtype): LoReFT r4 at the block output of layers 3, 7,
+/// 11, 15 on the first and last 5 prompt tokens, batch 4 x 256 random tokens, the first 192
+/// the prompt, the causal-LM loss on the last 64; backward, clip, AdamW. The same step as
+/// tests/bench/peer/step_llm.py runs with pyreft. No frozen-prefix cache (the peer has none).
+fn bench_step_llm(dir: &str, dtype: &str) {
+    use reft_core::intervention::{self, BuildSpec};
+    let dev = Device::Cpu;
+    let base_dtype = match dtype {
+        "bf16" => DType::BF16,
+        "f32" => DType::F32,
+        other => panic!("step-llm DIR [f32|bf16]: unknown dtype {other}"),
+    };
+    let dir = PathBuf::from(dir);
+    let t_load = Instant::now();
+    let backbone = model::load(&dir, base_dtype, &dev).unwrap_or_else(|e| panic!("{e} (write the model with tests/reference/llama_1b_shape.py)"));
+    let load_secs = t_load.elapsed().as_secs_f64();
+    let lm = backbone.as_causal_lm().expect("a decoder");
+    let (batch_size, seq, prompt, layers) = (4usize, 256usize, 192usize, [3usize, 7, 11, 15]);
+    let mut rng = SeededRng::new(1);
+    let mut interventions = Interventions::default();
+    let options: serde_yaml::Mapping = serde_yaml::from_str("{rank: 4}").unwrap();
+    for l in layers {
+        let [site] = reft_core::hooks::HookPattern::parse(&format!("layers[{l}].block_output")).unwrap().resolve(backbone.as_ref()).unwrap()[..] else { unreachable!() };
+        let (in_dim, out_dim) = backbone.component_dims(site.component).unwrap();
+        let mut spec = BuildSpec { options: &options, site, in_dim, out_dim, device: &dev, dtype: DType::F32, rng: &mut rng };
+        interventions.push(&format!("l{l}"), site, "f5+l5".parse().unwrap(), (intervention::find("loreft").unwrap().build)(&mut spec).unwrap());
+    }
+    let params: Vec<_> = reft_core::adapter::named_tensors(&interventions, None).into_iter().filter(|(_, v)| v.trainable).collect();
+    let mut opt = AdamW::new(&params, 0.0).unwrap();
+    let mut g = SeededRng::new(0);
+    let vocab = lm.vocab_size() as u32;
+    let rows: Vec<Vec<u32>> = (0..batch_size).map(|_| (0..seq).map(|_| 1000 + (g.next_u64() % (vocab as u64 - 2000)) as u32).collect()).collect();
+    let batch = batch_from_ids(&rows, 0, &dev).unwrap();
+    // Positions count over the prompt (as in `reft train`): the scope marks its tokens.
+    let scope: Vec<Vec<u32>> = (0..batch_size).map(|_| (0..seq).map(|i| u32::from(i < prompt)).collect()).collect();
+    // Token t+1 is predicted from position t: the last 64 tokens from positions 191..254.
+    let targets: Vec<u32> = rows.iter().flat_map(|r| r[prompt..].to_vec()).collect();
+    let targets = Tensor::from_vec(targets, (batch_size * (seq - prompt), 1), &dev).unwrap();
+    let mut times = Vec::new();
+    for i in 0..4 {
+        let t0 = Instant::now();
+        let step_rng = RefCell::new(SeededRng::new(i));
+        let hooks = interventions.hooks_within(&batch, &scope, true, DType::F32, &step_rng).unwrap();
+        let h = backbone.forward(&batch, &hooks).unwrap();
+        let tail = h.narrow(1, prompt - 1, seq - prompt).unwrap();
+        let logits = lm.lm_head(&tail).unwrap().to_dtype(DType::F32).unwrap();
+        let logits = logits.reshape((batch_size * (seq - prompt), ())).unwrap();
+        let log_probs = reft_core::candle_nn::ops::log_softmax(&logits, reft_core::candle_core::D::Minus1).unwrap();
+        let loss = log_probs.gather(&targets, 1).unwrap().mean_all().unwrap().neg().unwrap();
+        let grads = loss.backward().unwrap();
+        let (clip, _) = clip_factor(&params, &grads, 1.0).unwrap();
+        opt.step(&params, &grads, 1e-3, clip).unwrap();
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!("step-llm: update {i}: {secs:.2} s, loss {:.4}", loss.to_scalar::<f32>().unwrap());
+        if i >= 1 {
+            times.push(secs);
+        }
+    }
+    println!(
+        "step-llm: median {:.2} s over {} updates ({batch_size} x {seq} tokens, loss on the last {}; LoReFT r4 at layers 3,7,11,15, f5+l5; \
+base in {dtype}, interventions f32; {:.1} B parameters loaded in {load_secs:.0} s), peak RSS {:.0} MB",
+        median(times.clone()),
+        times.len(),
+        seq - prompt,
+        backbone.num_parameters() as f64 / 1e9,
+        peak_rss_mb()
+    );
+}
+
 const LOREFT_R4: &str = "configs/loreft_r4_layers2_4.yaml";
 
 fn main() {
@@ -193,6 +264,11 @@ fn main() {
         Some("step-cached") => bench_step(LOREFT_R4, "LoReFT r4 at layers 2,4, all positions", true),
         Some("step-lora") => bench_step("configs/lora_qv.yaml", "LoRA r8 on query,value of all 6 layers", false),
         Some("step-causal") => bench_step_causal(),
+        // Not in the all-figures run: it needs a 2.5 GB model written by a script.
+        Some("step-llm") => bench_step_llm(
+            args.get(1).map_or("~/.cache/reft/bench/llama-1b-shape", |s| s).replace('~', &std::env::var("HOME").unwrap_or_default()).as_str(),
+            args.get(2).map_or("f32", |s| s),
+        ),
         Some("forward") => bench_forward(),
         Some("run") => bench_run(args.get(1).map_or("configs/loreft_r4_layers2_4.yaml", |s| s), args.get(2).and_then(|e| e.parse().ok()).unwrap_or(1)),
         _ => {
