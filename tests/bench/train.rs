@@ -2,7 +2,7 @@
 //!
 //!   cargo bench --bench train                 # every figure, each in its own process
 //!   cargo bench --bench train -- step         # one figure: step | step-cached | step-lora | step-causal | forward | run
-//!   cargo bench --bench train -- step-llm DIR [f32|bf16]   # Llama-3.2-1B shape (tests/reference/llama_1b_shape.py)
+//!   cargo bench --bench train -- step-llm DIR [f32|bf16] [UPDATES]   # Llama-3.2-1B shape (tests/reference/llama_1b_shape.py); the first update is warm-up
 //!
 //! Each figure runs in a fresh process so its peak RSS (VmHWM) is its own. Times are
 //! medians over repeated runs after a warm-up; the machine is noisy, so compare medians.
@@ -189,7 +189,7 @@ LoReFT r4 at layer 15 of SmolLM2-135M, first and last prompt tokens, layers 0-{}
 /// 11, 15 on the first and last 5 prompt tokens, batch 4 x 256 random tokens, the first 192
 /// the prompt, the causal-LM loss on the last 64; backward, clip, AdamW. The same step as
 /// tests/bench/peer/step_llm.py runs with pyreft. No frozen-prefix cache (the peer has none).
-fn bench_step_llm(dir: &str, dtype: &str) {
+fn bench_step_llm(dir: &str, dtype: &str, updates: usize) {
     use reft_core::intervention::{self, BuildSpec};
     let dev = Device::Cpu;
     let base_dtype = match dtype {
@@ -224,7 +224,7 @@ fn bench_step_llm(dir: &str, dtype: &str) {
     let targets: Vec<u32> = rows.iter().flat_map(|r| r[prompt..].to_vec()).collect();
     let targets = Tensor::from_vec(targets, (batch_size * (seq - prompt), 1), &dev).unwrap();
     let mut times = Vec::new();
-    for i in 0..4 {
+    for i in 0..updates.max(2) {
         let t0 = Instant::now();
         let step_rng = RefCell::new(SeededRng::new(i));
         let hooks = interventions.hooks_within(&batch, &scope, true, DType::F32, &step_rng).unwrap();
@@ -268,6 +268,7 @@ fn main() {
         Some("step-llm") => bench_step_llm(
             args.get(1).map_or("~/.cache/reft/bench/llama-1b-shape", |s| s).replace('~', &std::env::var("HOME").unwrap_or_default()).as_str(),
             args.get(2).map_or("f32", |s| s),
+            args.get(3).and_then(|n| n.parse().ok()).unwrap_or(4),
         ),
         Some("forward") => bench_forward(),
         Some("run") => bench_run(args.get(1).map_or("configs/loreft_r4_layers2_4.yaml", |s| s), args.get(2).and_then(|e| e.parse().ok()).unwrap_or(1)),
