@@ -226,7 +226,7 @@ fn bench_step_llm(dir: &str, dtype: &str, updates: usize) {
     let mut times = Vec::new();
     for i in 0..updates.max(2) {
         let t0 = Instant::now();
-        let step_rng = RefCell::new(SeededRng::new(i));
+        let step_rng = RefCell::new(SeededRng::new(i as u64));
         let hooks = interventions.hooks_within(&batch, &scope, true, DType::F32, &step_rng).unwrap();
         let h = backbone.forward(&batch, &hooks).unwrap();
         let tail = h.narrow(1, prompt - 1, seq - prompt).unwrap();
