@@ -262,6 +262,7 @@ fn interventions_in_the_prefill_match_candle() {
             arch: "llama".into(),
             fingerprint: reft_core::adapter::fingerprint(&f.gguf).unwrap(),
             parameters: f.backbone.num_parameters(),
+            dtype: Default::default(),
         },
         interventions: entries,
         plugins: vec![],
