@@ -131,6 +131,9 @@ fn a_sliding_window_caps_the_sequence_length() {
     let info = model::inspect(&folder("mistral")).unwrap();
     assert_eq!(info.config.max_positions(), 32, "mistral's window");
     assert_eq!(model::inspect(&folder("qwen2")).unwrap().config.max_positions(), 128, "qwen2 uses no window");
+    // A sharded folder has a fingerprint (adapters record it), and each family its own.
+    let prints: std::collections::BTreeSet<String> = FAMILIES.iter().map(|f| reft_core::adapter::fingerprint(&folder(f)).unwrap()).collect();
+    assert_eq!(prints.len(), FAMILIES.len());
     let m = model::load(&folder("mistral"), DType::F32, &Device::Cpu).unwrap();
     let ids: Vec<u32> = (0..33).map(|i| i % 100 + 1).collect();
     let e = m.forward(&batch_from_ids(&[ids], 0, &Device::Cpu).unwrap(), &NoHooks).err().expect("33 tokens past a window of 32").to_string();

@@ -505,7 +505,6 @@ fn a_sharded_checkpoint_loads_as_the_single_file_does_and_a_bad_index_is_named()
     assert_eq!(max_abs(&logits(a.as_ref()), &logits(b.as_ref())), 0.0, "the same weights in shards");
     let info = crate::model::inspect(&sharded).unwrap();
     assert_eq!(info.num_parameters, crate::model::inspect(&single).unwrap().num_parameters);
-    assert!(crate::adapter::fingerprint(&sharded).is_ok());
 
     let refused = |map: &serde_json::Map<String, serde_json::Value>, needles: &[&str]| {
         std::fs::write(sharded.join("model.safetensors.index.json"), index(map)).unwrap();
