@@ -45,13 +45,7 @@ train: {{ {train} }}\n",
 }
 
 fn step_losses(run: &Path) -> Vec<f64> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["type"] == "step")
-        .map(|v| v["loss"].as_f64().unwrap())
-        .collect()
+    logged(run, "step", "loss")
 }
 
 #[test]

@@ -74,15 +74,20 @@ pub fn plugin_library() -> PathBuf {
         .unwrap_or_else(|| panic!("{PLUGIN_FILE} was not built next to {}: it is a dev-dependency, so `cargo test` builds it", deps.display()))
 }
 
-/// The mean training loss of each epoch, from a run folder's metrics.jsonl.
-pub fn epoch_train_losses(run: &Path) -> Vec<f64> {
+/// `key` of every `kind` record (`step`, `epoch`) of a run folder's metrics.jsonl, in order.
+pub fn logged(run: &Path, kind: &str, key: &str) -> Vec<f64> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["type"] == "epoch")
-        .map(|v| v["train_loss"].as_f64().unwrap())
+        .filter(|v| v["type"] == kind)
+        .map(|v| v[key].as_f64().unwrap())
         .collect()
+}
+
+/// The mean training loss of each epoch, from a run folder's metrics.jsonl.
+pub fn epoch_train_losses(run: &Path) -> Vec<f64> {
+    logged(run, "epoch", "train_loss")
 }
 
 /// The SmolLM2-135M-Instruct GGUF file that `reft setup` installs, or `None` (the test
