@@ -92,10 +92,11 @@ impl ModelConfig {
         }
     }
 
-    /// The longest sequence the model's position embeddings (or RoPE tables) cover.
+    /// The longest sequence the model's position embeddings (or RoPE tables) cover (for
+    /// RoBERTa, less the positions at and below its pad id).
     pub fn max_positions(&self) -> usize {
         match self {
-            ModelConfig::Bert(c) => c.max_position_embeddings,
+            ModelConfig::Bert(c) => c.max_tokens(),
             ModelConfig::Llama(c) => c.max_position_embeddings,
         }
     }

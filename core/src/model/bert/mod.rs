@@ -1,8 +1,9 @@
-//! A BERT-family encoder (BERT, MiniLM, …) in the Hugging Face layout
+//! A BERT-family encoder (BERT, MiniLM, RoBERTa, XLM-RoBERTa, …) in the Hugging Face layout
 //! (`config.json`, `model.safetensors`, `tokenizer.json`), with every hook point.
 //!
-//! Numerics follow `transformers.BertModel` in eval mode with eager attention: post-norm
-//! layers, exact (erf) GELU, additive attention mask.
+//! Numerics follow `transformers.BertModel` (and `RobertaModel`, which differs only in its
+//! position ids: see [`PositionIds`]) in eval mode with eager attention: post-norm layers,
+//! exact (erf) GELU, additive attention mask.
 
 pub mod onnx;
 
@@ -38,6 +39,9 @@ pub struct BertConfig {
     pub is_decoder: bool,
     #[serde(default)]
     pub add_cross_attention: bool,
+    /// RoBERTa numbers positions after this id (see [`PositionIds`]); BERT ignores it.
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
     /// Every other key, each of which must be in [`KEYS_THAT_CHANGE_NOTHING`].
     #[serde(flatten)]
     pub other: std::collections::BTreeMap<String, serde_json::Value>,
@@ -48,7 +52,7 @@ pub struct BertConfig {
 /// dropout, as in evaluation mode; interventions have their own `dropout`).
 const KEYS_THAT_CHANGE_NOTHING: &[&str] = &[
     "_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype", "use_cache",
-    "pad_token_id", "bos_token_id", "eos_token_id", "initializer_range", "gradient_checkpointing",
+    "bos_token_id", "eos_token_id", "initializer_range", "gradient_checkpointing",
     "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "output_attentions",
     "output_hidden_states", "return_dict", "torchscript", "id2label", "label2id", "tokenizer_class",
     "problem_type", "finetuning_task", "chunk_size_feed_forward", "is_encoder_decoder", "tie_word_embeddings",
@@ -65,6 +69,35 @@ fn default_eps() -> f64 {
     1e-12
 }
 
+/// How an encoder numbers the positions whose learned embeddings it adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PositionIds {
+    /// BERT: token `i` of every row has position `i`.
+    FromZero,
+    /// RoBERTa (`create_position_ids_from_input_ids`): a pad token has position `pad`; any
+    /// other token has `pad + 1 + ` the number of non-pad tokens before it. Rows padded on the
+    /// right thus start at `pad + 1`, and the usable length is `max_position_embeddings - pad - 1`.
+    AfterPadding { pad: u32 },
+}
+
+impl PositionIds {
+    /// Position ids `[b][s]` for token ids `[b][s]`, exactly as transformers computes them.
+    pub fn for_ids(self, ids: &[Vec<u32>]) -> Vec<Vec<u32>> {
+        match self {
+            PositionIds::FromZero => ids.iter().map(|r| (0..r.len() as u32).collect()).collect(),
+            PositionIds::AfterPadding { pad } => ids
+                .iter()
+                .map(|row| {
+                    let mut seen = 0;
+                    row.iter()
+                        .map(|&t| if t == pad { pad } else { seen += 1; pad + seen })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+}
+
 impl BertConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -79,16 +112,15 @@ impl BertConfig {
         let bad = |m: String| Err(Error::model(path, m));
         match self.model_type.as_deref() {
             Some("bert") => {}
-            // Same weight names, other arithmetic: RoBERTa numbers positions from
-            // pad_token_id + 1, so computing it as BERT is off at every layer.
+            // Same weights and layers as BERT; the position ids start after pad_token_id, so
+            // without it the arithmetic is unknown.
             Some(t @ ("roberta" | "xlm-roberta" | "camembert")) => {
-                return bad(format!(
-                    "model_type `{t}` is not supported yet: its position ids start after pad_token_id, which the BERT \
-                     encoder does not compute; refused rather than run as BERT"
-                ))
+                if self.pad_token_id.is_none() {
+                    return bad(format!("model_type `{t}` numbers positions after pad_token_id, which this config.json lacks"));
+                }
             }
-            Some(t) => return bad(format!("model_type `{t}` is not supported (encoders: bert; decoders: llama, mistral, qwen2, qwen3)")),
-            None => return bad("has no model_type (encoders: `bert`)".into()),
+            Some(t) => return bad(format!("model_type `{t}` is not supported ({ENCODERS_AND_DECODERS})")),
+            None => return bad(format!("has no model_type ({ENCODERS_AND_DECODERS})")),
         }
         if let Some(kind) = self.position_embedding_type.as_deref().filter(|k| *k != "absolute") {
             return bad(format!("position_embedding_type `{kind}` is not supported (only `absolute`)"));
@@ -123,6 +155,14 @@ impl BertConfig {
         if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps >= 0.0) {
             return bad(format!("layer_norm_eps {} is not a finite number ≥ 0", self.layer_norm_eps));
         }
+        if let PositionIds::AfterPadding { pad } = self.position_ids() {
+            if pad as usize + 1 >= self.max_position_embeddings {
+                return bad(format!(
+                    "pad_token_id {pad} leaves no position below max_position_embeddings {}",
+                    self.max_position_embeddings
+                ));
+            }
+        }
         if !matches!(self.hidden_act.as_str(), "gelu" | "relu" | "gelu_new" | "gelu_pytorch_tanh") {
             return bad(format!("hidden_act `{}` is not supported (gelu, gelu_new, relu)", self.hidden_act));
         }
@@ -132,7 +172,27 @@ impl BertConfig {
     pub(crate) fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }
+
+    /// How this model type numbers positions (validated: RoBERTa-type configs have a pad id).
+    pub fn position_ids(&self) -> PositionIds {
+        match (self.model_type.as_deref(), self.pad_token_id) {
+            (Some("roberta" | "xlm-roberta" | "camembert"), Some(pad)) => PositionIds::AfterPadding { pad },
+            _ => PositionIds::FromZero,
+        }
+    }
+
+    /// The most tokens a row may have: every position id must index the learned table.
+    pub fn max_tokens(&self) -> usize {
+        match self.position_ids() {
+            PositionIds::FromZero => self.max_position_embeddings,
+            PositionIds::AfterPadding { pad } => self.max_position_embeddings.saturating_sub(pad as usize + 1),
+        }
+    }
 }
+
+/// What `model_type` a folder may name, for refusals.
+const ENCODERS_AND_DECODERS: &str =
+    "encoders: bert, roberta, xlm-roberta, camembert; decoders: llama, mistral, qwen2, qwen3";
 
 /// The widths at each hook point of a BERT config: shared by the loaded model and by
 /// `reft check`, which validates a recipe from `config.json` alone.
@@ -291,10 +351,10 @@ impl Bert {
 
     fn embed(&self, batch: &Batch) -> Result<Tensor> {
         let (b, s) = batch.dims();
-        if s > self.config.max_position_embeddings {
+        if s > self.config.max_tokens() {
             return Err(Error::Shape {
                 context: "input_ids".into(),
-                expected: format!("at most {} tokens", self.config.max_position_embeddings),
+                expected: format!("at most {} tokens", self.config.max_tokens()),
                 got: vec![b, s],
             });
         }
@@ -307,7 +367,14 @@ impl Bert {
             )));
         }
         let words = self.word.index_select(&ids, 0)?.reshape((b, s, ()))?;
-        let pos = self.position.narrow(0, 0, s)?.unsqueeze(0)?;
+        let pos = match self.config.position_ids() {
+            PositionIds::FromZero => self.position.narrow(0, 0, s)?.unsqueeze(0)?,
+            scheme => {
+                let rows = scheme.for_ids(&batch.input_ids.to_vec2::<u32>()?);
+                let ids = Tensor::from_vec(rows.concat(), b * s, &self.device)?;
+                self.position.index_select(&ids, 0)?.reshape((b, s, ()))?
+            }
+        };
         // token_type_ids are all 0 for single-segment inputs.
         let ty = self.token_type.narrow(0, 0, 1)?.unsqueeze(0)?;
         let e = words.broadcast_add(&pos)?.broadcast_add(&ty)?;
@@ -489,12 +556,24 @@ mod tests {
     }
 
     #[test]
+    fn roberta_position_ids_count_real_tokens_after_the_pad_id() {
+        let ids = vec![vec![0, 7, 8, 2], vec![0, 9, 2, 1]];
+        assert_eq!(super::PositionIds::AfterPadding { pad: 1 }.for_ids(&ids), vec![vec![2, 3, 4, 5], vec![2, 3, 4, 1]]);
+        assert_eq!(super::PositionIds::FromZero.for_ids(&ids), vec![vec![0, 1, 2, 3], vec![0, 1, 2, 3]]);
+    }
+
+    #[test]
     fn a_real_config_loads_and_whatever_changes_the_arithmetic_unread_is_refused_by_name() {
         assert_eq!(load(serde_json::json!({})).unwrap().hidden_size, 384);
+        for t in ["roberta", "xlm-roberta", "camembert"] {
+            let c = load(serde_json::json!({"model_type": t, "pad_token_id": 1})).unwrap();
+            assert_eq!(c.position_ids(), super::PositionIds::AfterPadding { pad: 1 });
+            assert_eq!(c.max_tokens(), 510, "roberta-base's 514 positions hold 512 tokens; here 512 hold 510");
+        }
         for (edit, needles) in [
             // RoBERTa's positions start after pad_token_id: 3.2 off at layer 1 if run as BERT.
-            (serde_json::json!({"model_type": "roberta"}), vec!["`roberta`", "pad_token_id"]),
-            (serde_json::json!({"model_type": "xlm-roberta"}), vec!["`xlm-roberta`"]),
+            (serde_json::json!({"model_type": "roberta", "pad_token_id": null}), vec!["`roberta`", "pad_token_id"]),
+            (serde_json::json!({"model_type": "xlm-roberta", "pad_token_id": 600}), vec!["pad_token_id 600", "512"]),
             (serde_json::json!({"model_type": "distilbert"}), vec!["`distilbert`"]),
             (serde_json::json!({"model_type": null}), vec!["model_type"]),
             (serde_json::json!({"position_embedding_type": "relative_key"}), vec!["relative_key"]),

@@ -5,7 +5,7 @@
 use crate::onnx::{quantize, Attr, ExportHooks, Graph};
 use crate::error::Result;
 use crate::hooks::{Component, LinearModule, Site};
-use crate::model::bert::{Bert, Layer};
+use crate::model::bert::{Bert, Layer, PositionIds};
 use crate::nn::{LayerNorm, Linear};
 
 /// A frozen linear module with any mergeable interventions folded into its weight, then the
@@ -36,9 +36,25 @@ pub fn emit(bert: &Bert, g: &mut Graph, ids: &str, mask: &str, hooks: &mut dyn E
     let position = g.weight("embeddings.position_embeddings.weight", &bert.position)?;
     let type0 = g.weight("embeddings.token_type_embeddings.row0", &bert.token_type.narrow(0, 0, 1)?.squeeze(0)?)?;
     let words = g.node("Gather", &[&word, ids], vec![("axis", Attr::Int(0))]);
-    let seq = g.node("Shape", &[ids], vec![("start", Attr::Int(1)), ("end", Attr::Int(2))]);
-    let zero = g.const_i64("const_i64_0_1d", &[1], &[0]);
-    let pos = g.node("Slice", &[&position, &zero, &seq, &zero], vec![]);
+    let pos = match bert.config.position_ids() {
+        PositionIds::FromZero => {
+            let seq = g.node("Shape", &[ids], vec![("start", Attr::Int(1)), ("end", Attr::Int(2))]);
+            let zero = g.const_i64("const_i64_0_1d", &[1], &[0]);
+            g.node("Slice", &[&position, &zero, &seq, &zero], vec![])
+        }
+        // RoBERTa: pad + cumsum(not pad) on real tokens, pad on pad tokens (as `PositionIds`).
+        PositionIds::AfterPadding { pad } => {
+            let pad_id = g.const_i64("embeddings.pad_token_id", &[], &[pad as i64]);
+            let is_pad = g.node("Equal", &[ids, &pad_id], vec![]);
+            let real = g.node("Not", &[&is_pad], vec![]);
+            let real = g.node("Cast", &[&real], vec![("to", Attr::Int(7))]); // int64
+            let axis = g.const_i64("embeddings.seq_axis", &[], &[1]);
+            let count = g.node("CumSum", &[&real, &axis], vec![]);
+            let counted = g.mul(&count, &real);
+            let position_ids = g.add(&counted, &pad_id);
+            g.node("Gather", &[&position, &position_ids], vec![("axis", Attr::Int(0))])
+        }
+    };
     let e = g.add(&words, &pos);
     let e = g.add(&e, &type0);
     let e = layer_norm(g, "embeddings.LayerNorm", &bert.emb_norm, &e)?;
