@@ -3,8 +3,9 @@
 //! and qwen3 (per-head q/k norms, explicit head_dim), each sharded as transformers saves it,
 //! with transformers 5.x's config keys. Written with their reference logits, two layers'
 //! block outputs and 8 greedy tokens by tests/reference/decoder_families.py (fixtures in
-//! tests/fixtures/families/). reft must match them in f32, and its ONNX export (prefill +
-//! decode step on ONNX Runtime) must match reft's candle run.
+//! tests/fixtures/families/). reft must match them in f32, from the safetensors and from
+//! llama.cpp's GGUF conversion of the same weights, and its ONNX export (prefill + decode
+//! step on ONNX Runtime) must match reft's candle run.
 
 mod common;
 
@@ -69,26 +70,47 @@ fn greedy(n: usize) -> GenerateOptions {
     GenerateOptions { max_new_tokens: n, sampling: Sampling::Greedy, extra_stop_tokens: vec![] }
 }
 
+/// max |reft − transformers| over scale for the logits and two block outputs of `m` (loaded
+/// from `family`'s checkpoint in some format), and its 8 greedy tokens, against the reference.
+fn check_against_reference(family: &str, format: &str, m: &dyn model::Backbone) {
+    let r = reference(family);
+    let batch = batch_from_ids(&[r.ids.clone()], 0, &Device::Cpu).unwrap();
+    let record = Record::default();
+    let h = m.forward(&batch, &record).unwrap();
+    let lm = m.as_causal_lm().unwrap();
+    let logits = lm.lm_head(&h).unwrap().squeeze(0).unwrap();
+    let recorded = record.0.borrow();
+    let block = |l: usize| recorded.iter().find(|(layer, _)| *layer == l).unwrap().1.squeeze(0).unwrap();
+    let (d_logits, d0, d1) = (relative(&logits, &r.logits), relative(&block(0), &r.block_outputs[0]), relative(&block(1), &r.block_outputs[1]));
+    let tokens = generate(lm, &batch, &NoHooks, &greedy(8), &mut |_| Ok(())).unwrap().tokens;
+    eprintln!(
+        "{family} ({format}): logits {d_logits:.1e}, block_output[0] {d0:.1e}, block_output[1] {d1:.1e} (max |diff| over scale); greedy {tokens:?} (transformers {:?})",
+        r.greedy
+    );
+    assert!(d_logits <= PARITY && d0 <= PARITY && d1 <= PARITY, "{family} ({format}): {d_logits:e} {d0:e} {d1:e}");
+    assert_eq!(tokens, r.greedy, "{family} ({format}): greedy tokens");
+}
+
 #[test]
 fn every_family_matches_transformers_in_f32() {
     for family in FAMILIES {
-        let r = reference(family);
         let m = model::load(&folder(family), DType::F32, &Device::Cpu).unwrap();
-        let batch = batch_from_ids(&[r.ids.clone()], 0, &Device::Cpu).unwrap();
-        let record = Record::default();
-        let h = m.forward(&batch, &record).unwrap();
-        let lm = m.as_causal_lm().unwrap();
-        let logits = lm.lm_head(&h).unwrap().squeeze(0).unwrap();
-        let recorded = record.0.borrow();
-        let block = |l: usize| recorded.iter().find(|(layer, _)| *layer == l).unwrap().1.squeeze(0).unwrap();
-        let (d_logits, d0, d1) = (relative(&logits, &r.logits), relative(&block(0), &r.block_outputs[0]), relative(&block(1), &r.block_outputs[1]));
-        let tokens = generate(lm, &batch, &NoHooks, &greedy(8), &mut |_| Ok(())).unwrap().tokens;
-        eprintln!(
-            "{family}: logits {d_logits:.1e}, block_output[0] {d0:.1e}, block_output[1] {d1:.1e} (max |diff| over scale); greedy {tokens:?} (transformers {:?})",
-            r.greedy
-        );
-        assert!(d_logits <= PARITY && d0 <= PARITY && d1 <= PARITY, "{family}: {d_logits:e} {d0:e} {d1:e}");
-        assert_eq!(tokens, r.greedy, "{family}: greedy tokens");
+        check_against_reference(family, "safetensors", m.as_ref());
+    }
+}
+
+/// The same checkpoints converted by llama.cpp's own `convert_hf_to_gguf.py`
+/// (tests/reference/gguf_families.py; fixtures in tests/fixtures/families_gguf/): llama and
+/// mistral as `general.architecture: llama` with permuted query/key rows and, for llama,
+/// Llama 3's scaling as `rope_freqs.weight`; qwen2 (biases) and qwen3 (`key_length` 32,
+/// q/k norms) under their own architectures, rows unpermuted. They must compute what
+/// transformers computes from the safetensors.
+#[test]
+fn every_family_converted_to_gguf_by_llama_cpp_matches_transformers() {
+    for family in FAMILIES {
+        let file = fixture("families_gguf").join(format!("{family}.gguf"));
+        let m = model::load(&file, DType::F32, &Device::Cpu).unwrap();
+        check_against_reference(family, "gguf", m.as_ref());
     }
 }
 

@@ -192,12 +192,9 @@ pub fn locate(path: &Path) -> Result<ModelFiles> {
 pub fn inspect(path: &Path) -> Result<ModelInfo> {
     let (dir, config) = match locate(path)? {
         ModelFiles::Gguf(file) => {
-            let g = llama::GgufFile::open(&file)?;
-            return Ok(ModelInfo {
-                arch: "llama".into(),
-                num_parameters: g.num_parameters(),
-                config: ModelConfig::Llama(llama::LlamaConfig::from_gguf(&g)?),
-            });
+            let mut g = llama::GgufFile::open(&file)?;
+            let config = llama::LlamaConfig::from_gguf(&mut g)?;
+            return Ok(ModelInfo { arch: "llama".into(), num_parameters: g.num_parameters(), config: ModelConfig::Llama(config) });
         }
         ModelFiles::LlamaHf(dir) => {
             let c = llama::LlamaConfig::load_json(&dir.join("config.json"))?;

@@ -148,7 +148,7 @@ impl Family {
 }
 
 /// How RoPE's inverse frequencies are rescaled, as transformers' `ROPE_INIT_FUNCTIONS` does.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RopeScaling {
     /// Plain RoPE (`rope_type: default`, or no scaling key).
     None,
@@ -157,6 +157,9 @@ pub enum RopeScaling {
     /// Llama 3.x: low frequencies divided by `factor`, high ones kept, the band between
     /// interpolated (transformers' `_compute_llama3_parameters`).
     Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: f64 },
+    /// Pair `i`'s frequency divided by entry `i` (GGUF's `rope_freqs.weight`, which is how
+    /// llama.cpp stores Llama 3.x's scaling: the divisors, not the parameters).
+    PerPairDivisors(Vec<f64>),
 }
 
 impl RopeScaling {
@@ -165,6 +168,8 @@ impl RopeScaling {
         match *self {
             RopeScaling::None => {}
             RopeScaling::Linear { factor } => inv_freq.iter_mut().for_each(|f| *f /= factor),
+            // The length was checked against head_dim/2 when the tensor was read.
+            RopeScaling::PerPairDivisors(ref divisors) => inv_freq.iter_mut().zip(divisors).for_each(|(f, d)| *f /= d),
             RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings: old } => {
                 let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
                 for f in inv_freq.iter_mut() {
@@ -357,30 +362,64 @@ impl LlamaConfig {
         Ok(config)
     }
 
-    /// Read the `llama.*` metadata of a GGUF file (llama.cpp's key names).
-    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+    /// Read a GGUF file's `{arch}.*` metadata (llama.cpp's key names) for the architectures
+    /// llama.cpp's converter writes for these families: `llama` (Llama, and Mistral, which it
+    /// converts as llama), `qwen2` (q/k/v biases) and `qwen3` (per-head q/k norms). Llama 3.x's
+    /// scaled RoPE arrives as the `rope_freqs.weight` tensor (one divisor per frequency pair,
+    /// as llama.cpp applies it), so this reads that tensor too.
+    pub fn from_gguf(g: &mut GgufFile) -> Result<Self> {
         let arch = g.string("general.architecture")?;
-        if arch != "llama" {
-            return Err(Error::model(g.path(), format!("general.architecture is `{arch}`; only `llama` is supported")));
-        }
-        let heads = g.usize("llama.attention.head_count")?;
-        let hidden = g.usize("llama.embedding_length")?;
-        let vocab = match g.opt_usize("llama.vocab_size")? {
+        let family = match arch.as_str() {
+            "llama" => Family::Llama,
+            "qwen2" => Family::Qwen2,
+            "qwen3" => Family::Qwen3,
+            other => {
+                return Err(Error::model(g.path(), format!(
+                    "general.architecture is `{other}`; reft reads GGUF files of `llama` (Llama, Mistral), `qwen2` and `qwen3`"
+                )))
+            }
+        };
+        let key = |k: &str| format!("{arch}.{k}");
+        let heads = g.usize(&key("attention.head_count"))?;
+        let hidden = g.usize(&key("embedding_length"))?;
+        let vocab = match g.opt_usize(&key("vocab_size"))? {
             Some(v) => v,
             // Older files leave it out: the embedding matrix says it.
             None => g.tensor_dims("token_embd.weight")?.first().copied().unwrap_or(0),
         };
-        let head_dim = if heads == 0 { 0 } else { hidden / heads };
-        if let Some(rot) = g.opt_usize("llama.rope.dimension_count")? {
+        // llama.cpp's rule: the head width is `key_length` where given (Qwen3 sets it apart
+        // from hidden/heads), else hidden/heads; values must be as wide as keys here.
+        let head_dim = match g.opt_usize(&key("attention.key_length"))? {
+            Some(k) => k,
+            None => if heads == 0 { 0 } else { hidden / heads },
+        };
+        if let Some(v) = g.opt_usize(&key("attention.value_length"))?.filter(|&v| v != head_dim) {
+            return Err(Error::model(g.path(), format!("{arch}.attention.value_length {v} differs from the key width {head_dim}, which is not supported")));
+        }
+        if let Some(rot) = g.opt_usize(&key("rope.dimension_count"))? {
             if rot != head_dim {
                 return Err(Error::model(g.path(), format!(
-                    "llama.rope.dimension_count is {rot} but the head dimension is {head_dim}: partial rotary embeddings are not supported"
+                    "{arch}.rope.dimension_count is {rot} but the head dimension is {head_dim}: partial rotary embeddings are not supported"
                 )));
             }
         }
-        if let Some(t) = g.opt_string("llama.rope.scaling.type")?.filter(|t| t != "none") {
-            return Err(Error::model(g.path(), format!("llama.rope.scaling.type `{t}` is not supported (only plain RoPE)")));
+        if let Some(t) = g.opt_string(&key("rope.scaling.type"))?.filter(|t| t != "none") {
+            return Err(Error::model(g.path(), format!("{arch}.rope.scaling.type `{t}` is not supported (plain RoPE, or Llama 3's rope_freqs.weight)")));
         }
+        let rope_scaling = if g.has_tensor("rope_freqs.weight") {
+            let t = g.tensor("rope_freqs.weight", &[head_dim / 2], candle_core::DType::F64, &candle_core::Device::Cpu)?;
+            let divisors = t.to_vec1::<f64>().map_err(|e| Error::model(g.path(), format!("tensor `rope_freqs.weight`: {e}")))?;
+            if let Some(d) = divisors.iter().find(|d| !(d.is_finite() && **d > 0.0)) {
+                return Err(Error::model(g.path(), format!("tensor `rope_freqs.weight` holds {d}, not a positive frequency divisor")));
+            }
+            RopeScaling::PerPairDivisors(divisors)
+        } else {
+            RopeScaling::None
+        };
+        let context = g.opt_usize(&key("context_length"))?.unwrap_or(2048);
+        // As for config.json: a window as long as the sequence hides nothing, so capping the
+        // sequence at the window is exact.
+        let window = g.opt_usize(&key("attention.sliding_window"))?;
         let mut eos_token_ids = Vec::new();
         if let Some(id) = g.opt_usize("tokenizer.ggml.eos_token_id")? {
             eos_token_ids.push(id as u32);
@@ -388,26 +427,34 @@ impl LlamaConfig {
         let config = LlamaConfig {
             vocab_size: vocab,
             hidden_size: hidden,
-            intermediate_size: g.usize("llama.feed_forward_length")?,
-            num_layers: g.usize("llama.block_count")?,
+            intermediate_size: g.usize(&key("feed_forward_length"))?,
+            num_layers: g.usize(&key("block_count"))?,
             num_heads: heads,
-            num_kv_heads: g.opt_usize("llama.attention.head_count_kv")?.unwrap_or(heads),
+            num_kv_heads: g.opt_usize(&key("attention.head_count_kv"))?.unwrap_or(heads),
             head_dim,
-            rms_norm_eps: g.f64("llama.attention.layer_norm_rms_epsilon")?,
-            rope_theta: g.opt_f64("llama.rope.freq_base")?.unwrap_or(10_000.0),
-            rope_scaling: RopeScaling::None,
-            family: Family::Llama,
-            qkv_bias: false,
+            rms_norm_eps: g.f64(&key("attention.layer_norm_rms_epsilon"))?,
+            rope_theta: g.opt_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0),
+            rope_scaling,
+            family,
+            // llama.cpp builds qwen2's q/k/v with biases; the other two have none.
+            qkv_bias: family == Family::Qwen2,
             o_bias: false,
             mlp_bias: false,
-            qk_norm: false,
-            max_position_embeddings: g.opt_usize("llama.context_length")?.unwrap_or(2048),
+            qk_norm: family == Family::Qwen3,
+            max_position_embeddings: window.map_or(context, |w| w.min(context)),
             eos_token_ids,
             // llama.cpp's convention: no `output.weight` tensor means tied embeddings.
             tied_embeddings: None,
         };
         config.validate().map_err(|m| Error::model(g.path(), m))?;
         Ok(config)
+    }
+
+    /// Whether a GGUF file's query/key rows are in llama.cpp's interleaved order: its
+    /// converter permutes them for `llama` (NORM RoPE) but not for qwen2/qwen3 (NEOX RoPE,
+    /// Hugging Face's own order).
+    pub fn gguf_rows_permuted(&self) -> bool {
+        self.family == Family::Llama
     }
 
     /// Sizes in range and consistent, so nothing downstream divides by zero or allocates

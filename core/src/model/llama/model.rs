@@ -27,7 +27,7 @@ impl Llama {
     /// Load a GGUF file (weights dequantised to `dtype`).
     pub fn from_gguf(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let mut file = GgufFile::open(path)?;
-        let config = LlamaConfig::from_gguf(&file)?;
+        let config = LlamaConfig::from_gguf(&mut file)?;
         let weights = LlamaWeights::from_gguf(&config, &mut file, dtype, device)?;
         Ok(Self::new(config, weights, device))
     }
@@ -42,7 +42,7 @@ impl Llama {
     }
 
     pub fn new(config: LlamaConfig, weights: LlamaWeights, device: &Device) -> Self {
-        let rope = Rope::new(config.head_dim, config.rope_theta, config.rope_scaling);
+        let rope = Rope::new(config.head_dim, config.rope_theta, &config.rope_scaling);
         Llama { config, weights, rope, device: device.clone() }
     }
 

@@ -20,7 +20,7 @@ pub struct Rope {
 }
 
 impl Rope {
-    pub fn new(head_dim: usize, theta: f64, scaling: RopeScaling) -> Self {
+    pub fn new(head_dim: usize, theta: f64, scaling: &RopeScaling) -> Self {
         let mut inv_freq: Vec<f64> = (0..head_dim / 2).map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64)).collect();
         scaling.apply(&mut inv_freq);
         Rope { head_dim, inv_freq }

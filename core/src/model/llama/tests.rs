@@ -385,6 +385,17 @@ fn bad_gguf_files_fail_with_the_file_named() {
     std::fs::write(&path, &bytes).unwrap();
     let e = crate::model::inspect(&path).err().unwrap().to_string();
     assert!(e.contains("bad.gguf") && e.contains("gemma"), "{e}");
+    // Metadata that changes the arithmetic and is not computed: refused by key.
+    let hd = c.head_dim as u32;
+    for (key, value, needle) in [
+        ("llama.rope.scaling.type", Value::String("yarn".into()), "`yarn`"),
+        ("llama.attention.value_length", Value::U32(hd * 2), "value_length"),
+        ("llama.rope.dimension_count", Value::U32(hd / 2), "partial rotary"),
+    ] {
+        write_gguf(&path, &c, &t, vec![(key, value)]);
+        let e = crate::model::inspect(&path).err().unwrap_or_else(|| panic!("{key} should be refused")).to_string();
+        assert!(e.contains("bad.gguf") && e.contains(needle), "{key}: {e}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

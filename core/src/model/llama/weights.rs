@@ -3,9 +3,10 @@
 //!
 //! - GGUF (`token_embd.weight`, `blk.N.attn_q.weight`, ...): every tensor dequantised to the
 //!   requested dtype (the base is frozen, so it is kept in full precision rather than run
-//!   quantised); query/key rows un-permuted (see [`unpermute_rows`]).
-//! - Hugging Face safetensors (`model.layers.N.self_attn.q_proj.weight`, ...), a single
-//!   `model.safetensors`.
+//!   quantised); for `llama` files, query/key rows un-permuted (see [`unpermute_rows`]);
+//!   qwen2/qwen3 files keep Hugging Face's order.
+//! - Hugging Face safetensors (`model.layers.N.self_attn.q_proj.weight`, ...),
+//!   `model.safetensors` or its shards.
 //!
 //! Without an output matrix (`output.weight` / `lm_head.weight`) the embeddings are tied:
 //! the LM head is the token embedding matrix itself.
@@ -173,16 +174,13 @@ impl Source for WeightFile {
 
 impl LlamaWeights {
     pub fn from_gguf(cfg: &LlamaConfig, file: &mut GgufFile, dtype: DType, device: &Device) -> Result<Self> {
-        // llama 3.1-style GGUFs carry scaled RoPE frequencies as a tensor; ignoring it would
-        // be silently wrong.
-        if file.has_tensor("rope_freqs.weight") {
-            return Err(Error::model(file.path(), "has `rope_freqs.weight` (scaled RoPE), which is not supported"));
-        }
+        // (`rope_freqs.weight`, Llama 3's scaled RoPE, is read with the config.)
         let num_parameters = file.num_parameters();
         let path = file.path().to_path_buf();
         let mut src = FromGguf { file, dtype, device };
         let mut w = Self::read(cfg, &mut src, &GGUF)?;
-        for (l, layer) in w.layers.iter_mut().enumerate() {
+        let layers = if cfg.gguf_rows_permuted() { &mut w.layers[..] } else { &mut [] };
+        for (l, layer) in layers.iter_mut().enumerate() {
             let fix = |t: &Tensor, heads: usize| {
                 unpermute_rows(t, heads).map_err(|e| Error::model(&path, format!("layer {l}: un-permuting query/key rows: {e}")))
             };
