@@ -12,7 +12,7 @@
 //! must return owned storage; computing the value inside the op avoids it.)
 
 use super::kernels::Real;
-use super::pool_gemm::{gemm_on_pool, Operand};
+use super::pool_gemm::{gemm_on_pool, gemm_on_pool_widening, narrow_all, widen_all, Half, Operand};
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor};
 
 /// `x Wᵀ + b` for `x` `[..., in]` and a frozen `W` `[out, in]`, `b` `[out]`, differentiable
@@ -21,7 +21,12 @@ use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Sto
 /// Falls back to the general [`linear`] (gradients for every operand) when `W` or `b` take
 /// part in a graph (a `Var`, or computed from one), so trainable weights are never silently
 /// frozen; and when the fused path does not apply (a device other than the CPU, a dtype
-/// other than f32/f64), so the answer is always right.
+/// other than f32/f64/bf16/f16), so the answer is always right.
+///
+/// A bf16/f16 base keeps its weights in 16 bits: the product widens them block by block
+/// (`gemm_on_pool_widening`) and accumulates in f32, then rounds the result to the input's
+/// dtype once, as candle's bf16 matmul and torch's bf16 linear do, without candle's whole
+/// f32 copy of the weight per call or its weight gradient.
 pub fn frozen_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     if !fused_applies(x, weight, bias) {
         return linear(x, weight, bias);
@@ -37,7 +42,7 @@ fn fused_applies(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
     let dt = x.dtype();
     let frozen = |t: &Tensor| !t.track_op() && t.device().is_cpu() && t.dtype() == dt;
     x.device().is_cpu()
-        && matches!(dt, DType::F32 | DType::F64)
+        && matches!(dt, DType::F32 | DType::F64 | DType::BF16 | DType::F16)
         && x.rank() >= 1
         && x.elem_count() > 0
         && frozen(w)
@@ -95,6 +100,65 @@ impl FrozenLinear {
 }
 
 impl FrozenLinear {
+    /// `x Wᵀ + b` for 16-bit `x`, `W`, `b`: f32 accumulation, one rounding at the end.
+    fn affine_half<H: Half>(&self, x: &[H]) -> Result<Vec<H>> {
+        let (n, k) = self.weight.dims2()?;
+        let m = x.len() / k;
+        let x32 = widen_all(x);
+        let mut dst = match &self.bias {
+            Some(b) => {
+                let b32 = widen_all(&b.flatten_all()?.to_vec1::<H>()?);
+                b32.iter().copied().cycle().take(m * n).collect()
+            }
+            None => vec![0f32; m * n],
+        };
+        let (ws, wl) = self.weight.storage_and_layout();
+        let (rs, cs) = (wl.stride()[0] as isize, wl.stride()[1] as isize);
+        let Storage::Cpu(w) = &*ws else { bail!("frozen_linear: weight is not on the cpu") };
+        let w = &w.as_slice::<H>()?[wl.start_offset()..];
+        // Wᵀ[i, o] = W[o, i].
+        // SAFETY: x32 is m×k row-major, W spans n×k under its strides, dst is m×n and ours.
+        unsafe {
+            gemm_on_pool_widening(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                self.bias.is_some(),
+                Operand { ptr: x32.as_ptr(), row_stride: k as isize, col_stride: 1 },
+                Operand { ptr: w.as_ptr(), row_stride: cs, col_stride: rs },
+            )
+        };
+        Ok(narrow_all(&dst))
+    }
+
+    /// `grad_y · W` for 16-bit `grad_y` `[rows, n]`: f32 accumulation, one rounding.
+    fn input_grad_half<H: Half>(&self, grad: &[H]) -> Result<Vec<H>> {
+        let (n, k) = self.weight.dims2()?;
+        let rows = grad.len() / n;
+        let g32 = widen_all(grad);
+        let mut dst = vec![0f32; rows * k];
+        let (ws, wl) = self.weight.storage_and_layout();
+        let (rs, cs) = (wl.stride()[0] as isize, wl.stride()[1] as isize);
+        let Storage::Cpu(w) = &*ws else { bail!("frozen_linear: weight is not on the cpu") };
+        let w = &w.as_slice::<H>()?[wl.start_offset()..];
+        // SAFETY: g32 is rows×n row-major, W spans n×k under its strides, dst is rows×k and ours.
+        unsafe {
+            gemm_on_pool_widening(
+                rows,
+                k,
+                n,
+                dst.as_mut_ptr(),
+                false,
+                Operand { ptr: g32.as_ptr(), row_stride: n as isize, col_stride: 1 },
+                Operand { ptr: w.as_ptr(), row_stride: rs, col_stride: cs },
+            )
+        };
+        Ok(narrow_all(&dst))
+    }
+}
+
+impl FrozenLinear {
     /// `grad_y · W` for `grad_y` `[rows, n]` row-major: `[rows, k]` row-major.
     fn input_grad<T: Real>(&self, grad: &[T]) -> Result<Vec<T>> {
         let (n, k) = self.weight.dims2()?;
@@ -132,7 +196,9 @@ impl CustomOp1 for FrozenLinear {
         let dst = match storage {
             CpuStorage::F32(x) => CpuStorage::F32(self.affine(&x[lo..hi], dims)?),
             CpuStorage::F64(x) => CpuStorage::F64(self.affine(&x[lo..hi], dims)?),
-            _ => bail!("frozen_linear: only f32 and f64 are fused"),
+            CpuStorage::BF16(x) => CpuStorage::BF16(self.affine_half(&x[lo..hi])?),
+            CpuStorage::F16(x) => CpuStorage::F16(self.affine_half(&x[lo..hi])?),
+            _ => bail!("frozen_linear: only f32, f64, bf16 and f16 are fused"),
         };
         let mut out = dims.to_vec();
         *out.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
@@ -147,7 +213,9 @@ impl CustomOp1 for FrozenLinear {
         let gx = match &*gs {
             Storage::Cpu(CpuStorage::F32(g)) => Tensor::from_vec(self.input_grad(&g[lo..hi])?, arg.shape(), arg.device())?,
             Storage::Cpu(CpuStorage::F64(g)) => Tensor::from_vec(self.input_grad(&g[lo..hi])?, arg.shape(), arg.device())?,
-            _ => bail!("frozen_linear: the gradient must be f32/f64 on the cpu, like the input"),
+            Storage::Cpu(CpuStorage::BF16(g)) => Tensor::from_vec(self.input_grad_half(&g[lo..hi])?, arg.shape(), arg.device())?,
+            Storage::Cpu(CpuStorage::F16(g)) => Tensor::from_vec(self.input_grad_half(&g[lo..hi])?, arg.shape(), arg.device())?,
+            _ => bail!("frozen_linear: the gradient must be on the cpu, in the input's dtype"),
         };
         Ok(Some(gx))
     }

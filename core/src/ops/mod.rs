@@ -8,20 +8,24 @@
 //! whose forward is one pass per row (or one gemm) and whose backward gives the input
 //! gradient only.
 //!
-//! Each fused path covers f32/f64 on the CPU; anywhere else (CUDA, f16/bf16, or parameters
-//! that are themselves trainable) the function falls back to the general differentiable
-//! path, so the answer is never wrong, only sometimes slower.
+//! Each fused path covers f32/f64 on the CPU, and the decoder's ops (linear maps, RMSNorm,
+//! attention softmax) also bf16/f16, computed in f32 and rounded once; anywhere else (CUDA,
+//! BERT's LayerNorm/GELU in 16 bits, or parameters that are themselves trainable) the
+//! function falls back to the general differentiable path, so the answer is never wrong,
+//! only sometimes slower.
 
 mod frozen_linear;
 mod gelu;
 mod kernels;
 mod layer_norm;
 mod pool_gemm;
+mod rms_norm;
 mod softmax;
 
 pub use frozen_linear::{frozen_linear, linear};
 pub use gelu::gelu_erf;
 pub use layer_norm::frozen_layer_norm;
+pub use rms_norm::{frozen_rms_norm, rms_norm_unfused};
 pub use softmax::{scaled_masked_softmax, softmax_last};
 
 #[cfg(test)]

@@ -33,16 +33,8 @@ pub(crate) struct Operand<T> {
 /// `dst` must hold `m * n` elements that nothing else touches during the call, and the
 /// operands must span `[m, k]` and `[k, n]` under their strides.
 pub(crate) unsafe fn gemm_on_pool<T: Real>(m: usize, n: usize, k: usize, dst: *mut T, accumulate: bool, lhs: Operand<T>, rhs: Operand<T>) {
-    let pool = candle_core::utils::barrier_pool();
-    let threads = pool.n_workers() + 1;
-    let blocks = n.div_ceil(COLUMN_ALIGN);
-    let parts = threads.min(blocks);
     let dst = SharedPtr(dst);
-    // The columns `[c0, c1)` of the product.
-    let part = |c0: usize, c1: usize| {
-        if c0 >= c1 {
-            return;
-        }
+    on_column_parts(n, m * n * k, |c0, c1| {
         // Whole operands, not their raw-pointer fields (which closures would capture alone).
         let (lhs, rhs) = (&lhs, &rhs);
         // SAFETY: the caller's contract, restricted to columns c0..c1; parts are disjoint.
@@ -69,8 +61,17 @@ pub(crate) unsafe fn gemm_on_pool<T: Real>(m: usize, n: usize, k: usize, dst: *m
                 gemm::Parallelism::None,
             )
         }
-    };
-    if parts < 2 || m * n * k < MIN_PARALLEL_MACS {
+    });
+}
+
+/// Run `part(c0, c1)` over disjoint column ranges covering `0..n` on candle's barrier pool
+/// (one range, on this thread, when the work is too small to share).
+fn on_column_parts(n: usize, macs: usize, part: impl Fn(usize, usize) + Sync) {
+    let pool = candle_core::utils::barrier_pool();
+    let threads = pool.n_workers() + 1;
+    let blocks = n.div_ceil(COLUMN_ALIGN);
+    let parts = threads.min(blocks);
+    if parts < 2 || macs < MIN_PARALLEL_MACS {
         part(0, n);
         return;
     }
@@ -80,7 +81,120 @@ pub(crate) unsafe fn gemm_on_pool<T: Real>(m: usize, n: usize, k: usize, dst: *m
             let (per, extra) = (blocks / parts, blocks % parts);
             let b0 = tid * per + tid.min(extra);
             let b1 = b0 + per + usize::from(tid < extra);
-            part((b0 * COLUMN_ALIGN).min(n), (b1 * COLUMN_ALIGN).min(n));
+            let (c0, c1) = ((b0 * COLUMN_ALIGN).min(n), (b1 * COLUMN_ALIGN).min(n));
+            if c0 < c1 {
+                part(c0, c1);
+            }
+        }
+    });
+}
+
+/// A 16-bit float that widens exactly to f32: the storage types of a bf16/f16 frozen base,
+/// whose fused ops compute in f32 and round once at the end.
+pub(crate) trait Half: candle_core::WithDType + Send + Sync {
+    fn widen(self) -> f32;
+    /// Round to nearest even.
+    fn narrow(x: f32) -> Self;
+}
+
+impl Half for half::bf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+    #[inline(always)]
+    fn narrow(x: f32) -> Self {
+        half::bf16::from_f32(x)
+    }
+}
+
+impl Half for half::f16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+    #[inline(always)]
+    fn narrow(x: f32) -> Self {
+        half::f16::from_f32(x)
+    }
+}
+
+pub(crate) fn widen_all<H: Half>(v: &[H]) -> Vec<f32> {
+    v.iter().map(|x| x.widen()).collect()
+}
+
+pub(crate) fn narrow_all<H: Half>(v: &[f32]) -> Vec<H> {
+    v.iter().map(|&x| H::narrow(x)).collect()
+}
+
+/// Columns and inner rows of the 16-bit operand widened at a time: 512 × 1024 f32 is 2 MiB
+/// per thread, while a whole f32 copy of a vocabulary-sized matrix would be a gigabyte.
+const WIDEN_COLS: usize = 512;
+const WIDEN_INNER: usize = 1024;
+
+/// `dst = lhs · rhs` (or `dst += lhs · rhs`), like [`gemm_on_pool`], for an f32 `lhs` and a
+/// 16-bit `rhs` `[k, n]` (a bf16/f16 weight under its own strides): each thread widens the
+/// blocks of `rhs` its columns need into a small f32 buffer, exactly (every bf16/f16 is an
+/// f32), and multiplies with f32 accumulation. candle's own bf16 matmul widens both whole
+/// operands on every call.
+///
+/// # Safety
+/// As [`gemm_on_pool`].
+pub(crate) unsafe fn gemm_on_pool_widening<H: Half>(m: usize, n: usize, k: usize, dst: *mut f32, accumulate: bool, lhs: Operand<f32>, rhs: Operand<H>) {
+    let dst = SharedPtr(dst);
+    // Read the 16-bit operand along its contiguous direction: a row-major block when its
+    // columns are adjacent, a column-major one when its rows are.
+    let column_major = rhs.row_stride == 1 && rhs.col_stride != 1;
+    on_column_parts(n, m * n * k, |c0, c1| {
+        let (lhs, rhs) = (&lhs, &rhs);
+        let mut buf = vec![0f32; WIDEN_COLS.min(c1 - c0) * WIDEN_INNER.min(k)];
+        for cb in (c0..c1).step_by(WIDEN_COLS) {
+            let cw = WIDEN_COLS.min(c1 - cb);
+            for kb in (0..k).step_by(WIDEN_INNER) {
+                let kw = WIDEN_INNER.min(k - kb);
+                // SAFETY: (kb + i, cb + j) is inside rhs's [k, n] span, per the contract.
+                let at = |i: usize, j: usize| unsafe { *rhs.ptr.offset((kb + i) as isize * rhs.row_stride + (cb + j) as isize * rhs.col_stride) };
+                let (brs, bcs) = if column_major {
+                    for j in 0..cw {
+                        for i in 0..kw {
+                            buf[j * kw + i] = at(i, j).widen();
+                        }
+                    }
+                    (1, kw as isize)
+                } else {
+                    for i in 0..kw {
+                        for j in 0..cw {
+                            buf[i * cw + j] = at(i, j).widen();
+                        }
+                    }
+                    (cw as isize, 1)
+                };
+                let read_dst = accumulate || kb > 0;
+                // SAFETY: columns cb..cb+cw of dst are this part's; buf spans [kw, cw].
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        cw,
+                        kw,
+                        dst.at(cb),
+                        1,
+                        n as isize,
+                        read_dst,
+                        lhs.ptr.offset(kb as isize * lhs.col_stride),
+                        lhs.col_stride,
+                        lhs.row_stride,
+                        buf.as_ptr(),
+                        bcs,
+                        brs,
+                        if read_dst { 1.0 } else { 0.0 },
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                }
+            }
         }
     });
 }
@@ -103,6 +217,38 @@ unsafe impl<T: Sync> Send for Operand<T> {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bf16 operand in either orientation, across block edges in both directions (inner
+    /// 2500 > WIDEN_INNER, columns 1100 > WIDEN_COLS), equals the product of its f32 values.
+    #[test]
+    fn widening_bf16_equals_the_f32_product() {
+        for &(m, n, k, acc, transposed) in &[(3usize, 1100usize, 2500usize, false, false), (5, 700, 1030, true, true), (1, 64, 8, false, true)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
+            let r: Vec<half::bf16> = (0..k * n).map(|i| half::bf16::from_f32(((i * 5 % 11) as f32 - 5.0) / 4.0)).collect();
+            // R(i, j) stored row-major [k, n], or as its transpose [n, k].
+            let (rs, cs) = if transposed { (1, k as isize) } else { (n as isize, 1) };
+            let get = |i: usize, j: usize| r[(i as isize * rs + j as isize * cs) as usize].to_f32() as f64;
+            let mut dst: Vec<f32> = (0..m * n).map(|i| if acc { (i % 3) as f32 } else { f32::NAN }).collect();
+            let before = dst.clone();
+            unsafe {
+                gemm_on_pool_widening(
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr(),
+                    acc,
+                    Operand { ptr: a.as_ptr(), row_stride: k as isize, col_stride: 1 },
+                    Operand { ptr: r.as_ptr(), row_stride: rs, col_stride: cs },
+                )
+            };
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|p| a[i * k + p] as f64 * get(p, j)).sum::<f64>() + if acc { before[i * n + j] as f64 } else { 0.0 };
+                    assert!((dst[i * n + j] as f64 - want).abs() < 1e-3, "m {m} n {n} k {k} at ({i},{j}): {} vs {want}", dst[i * n + j]);
+                }
+            }
+        }
+    }
 
     /// Every split (single part, uneven blocks, a ragged last block, accumulate) equals the
     /// naive product.

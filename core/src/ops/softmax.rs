@@ -6,6 +6,7 @@
 //! Backward: `dx = y ⊙ (g − Σ(g ⊙ y))`, one op reading `y` and `g`.
 
 use super::kernels::{max_of, par_rows, sum_by, Real};
+use super::pool_gemm::{narrow_all, widen_all};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
 /// Softmax over the last dim, differentiable.
@@ -72,10 +73,13 @@ impl CustomOp1 for Softmax {
 /// backward `c · y ⊙ (g − Σ(g ⊙ y))`. The unfused chain (divide, broadcast add, softmax) makes
 /// two more passes over the `[b, h, q, k]` scores forward and more backward.
 ///
+/// bf16/f16 scores are widened and the softmax computed in f32, rounded once (transformers'
+/// eager attention also takes its softmax in f32 for a 16-bit model).
+///
 /// Falls back to that chain off the CPU, for other dtypes, or when `bias` is not `[b, 1, 1, k]`.
 pub fn scaled_masked_softmax(x: &Tensor, scale: f64, bias: &Tensor) -> Result<Tensor> {
     let fused = x.device().is_cpu()
-        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && matches!(x.dtype(), DType::F32 | DType::F64 | DType::BF16 | DType::F16)
         && x.rank() == 4
         && bias.dtype() == x.dtype()
         && !bias.track_op()
@@ -125,7 +129,21 @@ impl CustomOp2 for ScaledMaskedSoftmax {
             (CpuStorage::F64(x), CpuStorage::F64(b)) => {
                 CpuStorage::F64(masked_forward(&x[a0..a1], &b[b0..b1], rows_per_batch, d, self.scale))
             }
-            _ => bail!("scaled masked softmax: only f32 and f64 are fused"),
+            (CpuStorage::BF16(x), CpuStorage::BF16(b)) => CpuStorage::BF16(narrow_all(&masked_forward(
+                &widen_all(&x[a0..a1]),
+                &widen_all(&b[b0..b1]),
+                rows_per_batch,
+                d,
+                self.scale as f32,
+            ))),
+            (CpuStorage::F16(x), CpuStorage::F16(b)) => CpuStorage::F16(narrow_all(&masked_forward(
+                &widen_all(&x[a0..a1]),
+                &widen_all(&b[b0..b1]),
+                rows_per_batch,
+                d,
+                self.scale as f32,
+            ))),
+            _ => bail!("scaled masked softmax: only f32, f64, bf16 and f16 are fused"),
         };
         Ok((y, l1.shape().clone()))
     }
@@ -173,7 +191,13 @@ impl CustomOp2 for SoftmaxBwd {
         let dx = match (s1, s2) {
             (CpuStorage::F32(y), CpuStorage::F32(g)) => CpuStorage::F32(backward(&y[a0..a1], &g[b0..b1], d, self.scale as f32)),
             (CpuStorage::F64(y), CpuStorage::F64(g)) => CpuStorage::F64(backward(&y[a0..a1], &g[b0..b1], d, self.scale)),
-            _ => bail!("softmax backward: only f32 and f64 are fused"),
+            (CpuStorage::BF16(y), CpuStorage::BF16(g)) => {
+                CpuStorage::BF16(narrow_all(&backward(&widen_all(&y[a0..a1]), &widen_all(&g[b0..b1]), d, self.scale as f32)))
+            }
+            (CpuStorage::F16(y), CpuStorage::F16(g)) => {
+                CpuStorage::F16(narrow_all(&backward(&widen_all(&y[a0..a1]), &widen_all(&g[b0..b1]), d, self.scale as f32)))
+            }
+            _ => bail!("softmax backward: only f32, f64, bf16 and f16 are fused"),
         };
         Ok((dx, l1.shape().clone()))
     }

@@ -121,9 +121,38 @@ fn frozen_linear_inference_and_fallback_dtypes() {
     let y = frozen_linear(&x, &w, None).unwrap();
     assert!(!y.track_op(), "no graph without a Var");
     assert!(max_abs_diff(&y, &linear(&x, &w, None).unwrap()) <= 1e-5);
-    // f16 is not fused: it takes the general path and gives exactly its answer.
-    let (xh, wh) = (x.to_dtype(DType::F16).unwrap(), w.to_dtype(DType::F16).unwrap());
-    assert_eq!(max_abs_diff(&frozen_linear(&xh, &wh, None).unwrap(), &linear(&xh, &wh, None).unwrap()), 0.0);
+}
+
+/// Largest |a − b| relative to the largest |b|.
+fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let scale = b.to_dtype(DType::F64).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+    max_abs_diff(a, b) / scale
+}
+
+/// A 16-bit base's frozen linear map widens its weight block by block and accumulates in f32:
+/// across block edges (inner 1500 > 1024, 600 outputs > 512), in both weight layouts, with a
+/// bias, forward and input gradient are the f32 results rounded once to 16 bits.
+#[test]
+fn frozen_linear_in_bf16_and_f16_is_the_f32_product_rounded_once() {
+    let (x32, w32, b32) = (randn(1, &[3, 5, 1500], 1.0, DType::F32), randn(2, &[600, 1500], 0.05, DType::F32), randn(3, &[600], 0.5, DType::F32));
+    for dtype in [DType::BF16, DType::F16] {
+        // The 16-bit values, and the same values in f32 for the reference.
+        let (x, w, b) = (x32.to_dtype(dtype).unwrap(), w32.to_dtype(dtype).unwrap(), b32.to_dtype(dtype).unwrap());
+        let up = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let want = linear(&up(&x), &up(&w), Some(&up(&b))).unwrap();
+        let ulp = if dtype == DType::BF16 { 1.0 / 256.0 } else { 1.0 / 2048.0 };
+        for weight in [w.clone(), w.t().unwrap().contiguous().unwrap().t().unwrap()] {
+            let y = frozen_linear(&x, &weight, Some(&b)).unwrap();
+            assert_eq!(y.dtype(), dtype);
+            assert!(rel_diff(&y, &want) <= ulp, "{dtype:?} forward: {}", rel_diff(&y, &want));
+            let xv = Var::from_tensor(&x).unwrap();
+            let probe = randn(4, &[3, 5, 600], 1.0, DType::F32).to_dtype(dtype).unwrap();
+            let grads = frozen_linear(xv.as_tensor(), &weight, Some(&b)).unwrap().mul(&probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let gx = grads.get(xv.as_tensor()).expect("input gradient");
+            let want_gx = up(&probe).reshape((15, 600)).unwrap().matmul(&up(&w)).unwrap().reshape((3, 5, 1500)).unwrap();
+            assert!(rel_diff(gx, &want_gx) <= ulp, "{dtype:?} input gradient: {}", rel_diff(gx, &want_gx));
+        }
+    }
 }
 
 // ---------------------------------------------------------------- layer norm
@@ -198,6 +227,54 @@ fn layer_norm_inference_and_fallback_dtypes() {
         let fast = frozen_layer_norm(&xh, &gh, &bh, f32eps(1e-12)).unwrap();
         assert_eq!(fast.dtype(), dtype);
         assert_eq!(max_abs_diff(&fast, &slow_ln(&xh, &gh, &bh, f32eps(1e-12)).unwrap()), 0.0);
+    }
+}
+
+// ---------------------------------------------------------------- rms norm
+
+#[test]
+fn rms_norm_matches_plain_ops_and_finite_differences() {
+    let w = (randn(5, &[10], 0.5, DType::F64) + 1.0).unwrap();
+    let x = Var::from_tensor(&randn(6, &[2, 3, 10], 2.0, DType::F64)).unwrap();
+    let probe = randn(7, &[2, 3, 10], 1.0, DType::F64);
+    for eps in [1e-6, 1e-2] {
+        let fast = |x: &Tensor| frozen_rms_norm(x, &w, eps);
+        let slow = |x: &Tensor| rms_norm_unfused(x, &w, eps);
+        assert!(max_abs_diff(&fast(&x).unwrap(), &slow(&x).unwrap()) <= 1e-14);
+        let gf = probed(&fast, &x, &probe).backward().unwrap();
+        let gs = probed(&slow, &x, &probe).backward().unwrap();
+        let dx = gf.get(&x).expect("input gradient");
+        assert!(max_abs_diff(dx, gs.get(&x).unwrap()) <= 1e-13, "eps {eps}");
+        check_finite_differences(&fast, &x, &probe, dx, 24);
+        assert!(gf.get(&w).is_none(), "the scale is frozen");
+    }
+    // A trainable scale takes the plain path and gets its gradient.
+    let wv = Var::from_tensor(&w).unwrap();
+    let g = probed(&|x| frozen_rms_norm(x, wv.as_tensor(), 1e-6), &x, &probe).backward().unwrap();
+    assert!(g.get(wv.as_tensor()).is_some());
+}
+
+/// In 16 bits the row is normalised in f32, rounded, then scaled (transformers' order), so the
+/// fused op and the plain ops agree to a rounding; both are far closer to f32 than a norm
+/// computed in 16 bits throughout.
+#[test]
+fn rms_norm_in_bf16_and_f16_normalises_in_f32() {
+    let (x32, w32) = (randn(8, &[4, 2048], 3.0, DType::F32), (randn(9, &[2048], 0.2, DType::F32) + 1.0).unwrap());
+    let want = rms_norm_unfused(&x32, &w32, 1e-6).unwrap();
+    for (dtype, ulp) in [(DType::BF16, 1.0 / 256.0), (DType::F16, 1.0 / 2048.0)] {
+        let (x, w) = (x32.to_dtype(dtype).unwrap(), w32.to_dtype(dtype).unwrap());
+        let fused = frozen_rms_norm(&x, &w, 1e-6).unwrap();
+        assert_eq!(fused.dtype(), dtype);
+        assert!(rel_diff(&fused, &rms_norm_unfused(&x, &w, 1e-6).unwrap()) <= ulp);
+        assert!(rel_diff(&fused, &want) <= 2.0 * ulp, "{dtype:?}: {}", rel_diff(&fused, &want));
+        let xv = Var::from_tensor(&x).unwrap();
+        let probe = randn(10, &[4, 2048], 1.0, DType::F32);
+        let gx = frozen_rms_norm(xv.as_tensor(), &w, 1e-6).unwrap().mul(&probe.to_dtype(dtype).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+        let x32v = Var::from_tensor(&x.to_dtype(DType::F32).unwrap()).unwrap();
+        let g32 = probed(&|t| rms_norm_unfused(t, &w.to_dtype(DType::F32).unwrap(), 1e-6), &x32v, &probe).backward().unwrap();
+        let (a, b) = (gx.get(xv.as_tensor()).unwrap(), g32.get(x32v.as_tensor()).unwrap());
+        assert_eq!(a.dtype(), dtype);
+        assert!(rel_diff(a, b) <= 4.0 * ulp, "{dtype:?} gradient: {}", rel_diff(a, b));
     }
 }
 
@@ -333,6 +410,16 @@ fn scaled_masked_softmax_matches_the_unfused_chain() {
         assert!(max_abs_diff(&fused, &slow(&x, 0.125, &bias)) <= tol);
         let masked = fused.narrow(0, 1, 1).unwrap().narrow(3, 5, 2).unwrap();
         assert_eq!(masked.abs().unwrap().sum_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(), 0.0);
+    }
+    // 16-bit scores: the softmax is taken in f32 and rounded once.
+    let x = randn(34, &[3, 2, 5, 7], 3.0, DType::F32);
+    let bias = Tensor::from_vec(vec![0f32; 21], (3, 1, 1, 7), &Device::Cpu).unwrap();
+    for (dtype, ulp) in [(DType::BF16, 1.0 / 256.0), (DType::F16, 1.0 / 2048.0)] {
+        let (xh, bh) = (x.to_dtype(dtype).unwrap(), bias.to_dtype(dtype).unwrap());
+        let fused = scaled_masked_softmax(&xh, 0.125, &bh).unwrap();
+        assert_eq!(fused.dtype(), dtype);
+        let want = slow(&xh.to_dtype(DType::F32).unwrap(), 0.125, &bias);
+        assert!(rel_diff(&fused, &want) <= ulp, "{dtype:?}: {}", rel_diff(&fused, &want));
     }
     let x = Var::from_tensor(&randn(32, &[2, 3, 4, 6], 2.0, DType::F64)).unwrap();
     let bias = Tensor::from_vec(vec![0.0, 0.0, 0.0, 0.0, -1e9, -1e9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], (2, 1, 1, 6), &Device::Cpu).unwrap();

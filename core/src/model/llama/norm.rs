@@ -1,8 +1,9 @@
-//! RMSNorm, `x / sqrt(mean(x²) + eps) · w`, written with plain differentiable ops: candle's
-//! fused `rms_norm` has no backward, and an intervention below a norm needs the gradient
-//! through it (docs/plugins.md; `tests::gradients_flow_through_a_block` checks it).
+//! RMSNorm, `x / sqrt(mean(x²) + eps) · w`, through reft's fused op with its own backward
+//! (`ops::frozen_rms_norm`): candle's fused `rms_norm` has no backward, and an intervention
+//! below a norm needs the gradient through it (docs/plugins.md;
+//! `tests::gradients_flow_through_a_block` checks it).
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 
 #[derive(Clone, Debug)]
 pub struct RmsNorm {
@@ -16,8 +17,6 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = x.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
-        normed.broadcast_mul(&self.weight)
+        crate::ops::frozen_rms_norm(x, &self.weight, self.eps)
     }
 }
