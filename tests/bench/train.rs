@@ -25,7 +25,7 @@ use reft_plugins as _;
 
 #[path = "shared.rs"]
 mod shared;
-use shared::{fixed_batch, median, peak_rss_mb};
+use shared::{fixed_batch, median, peak_rss_mb, rss_mb};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -201,6 +201,7 @@ fn bench_step_llm(dir: &str, dtype: &str, updates: usize) {
     let t_load = Instant::now();
     let backbone = model::load(&dir, base_dtype, &dev).unwrap_or_else(|e| panic!("{e} (write the model with tests/reference/llama_1b_shape.py)"));
     let load_secs = t_load.elapsed().as_secs_f64();
+    eprintln!("step-llm: loaded in {load_secs:.1} s; RSS {:.0} MB, peak {:.0} MB", rss_mb(), peak_rss_mb());
     let lm = backbone.as_causal_lm().expect("a decoder");
     let (batch_size, seq, prompt, layers) = (4usize, 256usize, 192usize, [3usize, 7, 11, 15]);
     let mut rng = SeededRng::new(1);
@@ -228,17 +229,25 @@ fn bench_step_llm(dir: &str, dtype: &str, updates: usize) {
         let t0 = Instant::now();
         let step_rng = RefCell::new(SeededRng::new(i as u64));
         let hooks = interventions.hooks_within(&batch, &scope, true, DType::F32, &step_rng).unwrap();
+        let rss_before = rss_mb();
         let h = backbone.forward(&batch, &hooks).unwrap();
+        let rss_forward = rss_mb();
         let tail = h.narrow(1, prompt - 1, seq - prompt).unwrap();
         let logits = lm.lm_head(&tail).unwrap().to_dtype(DType::F32).unwrap();
         let logits = logits.reshape((batch_size * (seq - prompt), ())).unwrap();
         let log_probs = reft_core::candle_nn::ops::log_softmax(&logits, reft_core::candle_core::D::Minus1).unwrap();
         let loss = log_probs.gather(&targets, 1).unwrap().mean_all().unwrap().neg().unwrap();
+        let rss_loss = rss_mb();
         let grads = loss.backward().unwrap();
+        let (rss_backward, peak_backward) = (rss_mb(), peak_rss_mb());
         let (clip, _) = clip_factor(&params, &grads, 1.0).unwrap();
         opt.step(&params, &grads, 1e-3, clip).unwrap();
         let secs = t0.elapsed().as_secs_f64();
-        eprintln!("step-llm: update {i}: {secs:.2} s, loss {:.4}", loss.to_scalar::<f32>().unwrap());
+        eprintln!(
+            "step-llm: update {i}: {secs:.2} s, loss {:.4}; RSS MB before {rss_before:.0}, after forward {rss_forward:.0}, \
+after loss {rss_loss:.0}, after backward {rss_backward:.0} (peak so far {peak_backward:.0})",
+            loss.to_scalar::<f32>().unwrap()
+        );
         if i >= 1 {
             times.push(secs);
         }
