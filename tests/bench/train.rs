@@ -223,7 +223,6 @@ fn bench_step_llm(dir: &str, dtype: &str, updates: usize) {
     let scope: Vec<Vec<u32>> = (0..batch_size).map(|_| (0..seq).map(|i| u32::from(i < prompt)).collect()).collect();
     // Token t+1 is predicted from position t: the last 64 tokens from positions 191..254.
     let targets: Vec<u32> = rows.iter().flat_map(|r| r[prompt..].to_vec()).collect();
-    let targets = Tensor::from_vec(targets, (batch_size * (seq - prompt), 1), &dev).unwrap();
     let mut times = Vec::new();
     for i in 0..updates.max(2) {
         let t0 = Instant::now();
@@ -233,10 +232,10 @@ fn bench_step_llm(dir: &str, dtype: &str, updates: usize) {
         let h = backbone.forward(&batch, &hooks).unwrap();
         let rss_forward = rss_mb();
         let tail = h.narrow(1, prompt - 1, seq - prompt).unwrap();
-        let logits = lm.lm_head(&tail).unwrap().to_dtype(DType::F32).unwrap();
+        let logits = lm.lm_head(&tail).unwrap();
         let logits = logits.reshape((batch_size * (seq - prompt), ())).unwrap();
-        let log_probs = reft_core::candle_nn::ops::log_softmax(&logits, reft_core::candle_core::D::Minus1).unwrap();
-        let loss = log_probs.gather(&targets, 1).unwrap().mean_all().unwrap().neg().unwrap();
+        // The trainer's causal-LM loss (task/causal_lm.rs): one fused op, scored in f32.
+        let loss = reft_core::ops::target_log_probs(&logits, &targets).unwrap().mean_all().unwrap().neg().unwrap();
         let rss_loss = rss_mb();
         let grads = loss.backward().unwrap();
         let (rss_backward, peak_backward) = (rss_mb(), peak_rss_mb());

@@ -9,7 +9,7 @@
 //! gradient only.
 //!
 //! Each fused path covers f32/f64 on the CPU, and the decoder's ops (linear maps, RMSNorm,
-//! attention softmax) also bf16/f16, computed in f32 and rounded once; anywhere else (CUDA,
+//! RoPE, attention softmax, the LM loss) also bf16/f16, computed in f32 and rounded once; anywhere else (CUDA,
 //! BERT's LayerNorm/GELU in 16 bits, or parameters that are themselves trainable) the
 //! function falls back to the general differentiable path, so the answer is never wrong,
 //! only sometimes slower.
@@ -20,13 +20,17 @@ mod kernels;
 mod layer_norm;
 mod pool_gemm;
 mod rms_norm;
+mod rope;
 mod softmax;
+mod target_log_probs;
 
 pub use frozen_linear::{frozen_linear, linear};
 pub use gelu::gelu_erf;
 pub use layer_norm::frozen_layer_norm;
 pub use rms_norm::{frozen_rms_norm, rms_norm_unfused};
+pub use rope::{rope_half_rotation, rope_unfused};
 pub use softmax::{scaled_masked_softmax, softmax_last};
+pub use target_log_probs::target_log_probs;
 
 #[cfg(test)]
 mod tests;

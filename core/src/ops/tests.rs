@@ -230,6 +230,60 @@ fn layer_norm_inference_and_fallback_dtypes() {
     }
 }
 
+// ---------------------------------------------------------------- target log-probabilities
+
+#[test]
+fn target_log_probs_match_log_softmax_and_finite_differences() {
+    let targets = [3u32, 0, 6, 6];
+    let x = Var::from_tensor(&randn(11, &[4, 7], 3.0, DType::F64)).unwrap();
+    let probe = randn(12, &[4], 1.0, DType::F64);
+    let fast = |t: &Tensor| target_log_probs(t, &targets);
+    let slow = |t: &Tensor| target_log_probs::unfused(t, &targets);
+    assert!(max_abs_diff(&fast(&x).unwrap(), &slow(&x).unwrap()) <= 1e-14);
+    let gf = probed(&fast, &x, &probe).backward().unwrap();
+    let gs = probed(&slow, &x, &probe).backward().unwrap();
+    let dx = gf.get(&x).expect("input gradient");
+    assert!(max_abs_diff(dx, gs.get(&x).unwrap()) <= 1e-14);
+    check_finite_differences(&fast, &x, &probe, dx, 16);
+    // bf16 logits are scored in f32 (the result is f32) and get a bf16 gradient.
+    let xh = Var::from_tensor(&randn(13, &[4, 3000], 4.0, DType::F32).to_dtype(DType::BF16).unwrap()).unwrap();
+    let y = target_log_probs(&xh, &targets).unwrap();
+    assert_eq!(y.dtype(), DType::F32);
+    assert!(max_abs_diff(&y, &target_log_probs::unfused(&xh, &targets).unwrap()) <= 1e-5);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let gh = g.get(&xh).unwrap();
+    assert_eq!(gh.dtype(), DType::BF16);
+    let x32 = Var::from_tensor(&xh.to_dtype(DType::F32).unwrap()).unwrap();
+    let g32 = target_log_probs::unfused(&x32, &targets).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(rel_diff(gh, g32.get(&x32).unwrap()) <= 1.0 / 256.0);
+    assert!(target_log_probs(&xh, &[3000, 0, 0, 0]).is_err(), "a target outside the classes");
+}
+
+// ---------------------------------------------------------------- rope
+
+#[test]
+fn rope_matches_plain_ops_and_finite_differences() {
+    let (b, h, s, hd) = (2, 3, 5, 8);
+    let (cos, sin) = (randn(14, &[s, hd], 1.0, DType::F64), randn(15, &[s, hd], 1.0, DType::F64));
+    let x = Var::from_tensor(&randn(16, &[b, h, s, hd], 1.0, DType::F64)).unwrap();
+    let probe = randn(17, &[b, h, s, hd], 1.0, DType::F64);
+    let fast = |t: &Tensor| rope_half_rotation(t, &cos, &sin);
+    let slow = |t: &Tensor| rope_unfused(t, &cos, &sin);
+    assert_eq!(max_abs_diff(&fast(&x).unwrap(), &slow(&x).unwrap()), 0.0);
+    let gf = probed(&fast, &x, &probe).backward().unwrap();
+    let gs = probed(&slow, &x, &probe).backward().unwrap();
+    let dx = gf.get(&x).expect("input gradient");
+    assert!(max_abs_diff(dx, gs.get(&x).unwrap()) <= 1e-14);
+    check_finite_differences(&fast, &x, &probe, dx, 16);
+    // 16 bits: each product rounded, then the sum, as the plain ops round.
+    for dtype in [DType::BF16, DType::F16] {
+        let (xh, ch, sh) = (x.to_dtype(dtype).unwrap(), cos.to_dtype(dtype).unwrap(), sin.to_dtype(dtype).unwrap());
+        let fused = rope_half_rotation(&xh, &ch, &sh).unwrap();
+        assert_eq!(fused.dtype(), dtype);
+        assert_eq!(max_abs_diff(&fused, &rope_unfused(&xh, &ch, &sh).unwrap()), 0.0, "{dtype:?}");
+    }
+}
+
 // ---------------------------------------------------------------- rms norm
 
 #[test]

@@ -225,11 +225,9 @@ impl<'a> CausalLmModel<'a> {
         for (pos, tgt) in positions.chunks(HEAD_CHUNK).zip(targets.chunks(HEAD_CHUNK)) {
             let h = flat.index_select(&Tensor::new(pos, device)?, 0)?;
             let logits = self.lm.lm_head(&h)?;
-            // Half precision would round the 49k-way normaliser: score in f32 at least.
-            let logits = if matches!(logits.dtype(), DType::BF16 | DType::F16) { logits.to_dtype(DType::F32)? } else { logits };
-            // log_softmax is composed of differentiable ops (max, sub, exp, sum, log).
-            let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-            let picked = log_probs.gather(&Tensor::new(tgt, device)?.unsqueeze(1)?, 1)?.sum_all()?;
+            // One fused op, scored in f32 even for 16-bit logits (a half-precision normaliser
+            // over the vocabulary would keep few bits), without `[rows, vocab]` temporaries.
+            let picked = crate::ops::target_log_probs(&logits, tgt)?.sum_all()?;
             total = Some(match total {
                 None => picked,
                 Some(t) => (t + picked)?,

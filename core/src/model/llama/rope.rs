@@ -7,7 +7,7 @@
 //! (tests/reference/llama_reference.py) does the opposite, interleaved RoPE on the GGUF
 //! layout as stored, which checks the un-permutation independently.
 //!
-//! Built from narrow/neg/cat/mul, all differentiable (candle-nn's fused `rope` has no backward).
+//! Applied by a fused op with its own backward (candle-nn's fused `rope` has none).
 
 use super::config::RopeScaling;
 use candle_core::{DType, Device, Result, Tensor};
@@ -46,10 +46,8 @@ impl Rope {
     }
 
     /// Rotate `x` `[batch, heads, len, head_dim]` with tables from [`Rope::tables`].
+    /// One fused op with its own backward (`ops::rope_half_rotation`).
     pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        let hd = x.dim(3)?;
-        let (x1, x2) = (x.narrow(3, 0, hd / 2)?, x.narrow(3, hd / 2, hd / 2)?);
-        let rotated = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
-        x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
+        crate::ops::rope_half_rotation(x, cos, sin)
     }
 }
