@@ -8,12 +8,13 @@
 //! this op's formulas.
 
 use super::kernels::{exp_f32, par_rows, Real};
+use super::pool_gemm::{narrow_all, widen_all};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 /// `0.5·x·(1 + erf(x/√2))`, differentiable. Falls back to candle's `gelu_erf` off the CPU
 /// and for dtypes other than f32/f64.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.elem_count() > 0) {
+    if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64 | DType::BF16 | DType::F16) && x.elem_count() > 0) {
         return x.gelu_erf();
     }
     x.contiguous()?.apply_op1(Gelu)
@@ -144,6 +145,19 @@ unsafe fn gelu_bwd_f32_avx2(x: &[f32], g: &[f32], dx: &mut [f32]) {
     gelu_bwd_f32_body(x, g, dx)
 }
 
+/// `gelu(x)` of a whole f32 slice, in parallel.
+fn gelu_f32(x: &[f32]) -> Vec<f32> {
+    par_chunks(x.len(), |at, y| gelu_fwd_f32(&x[at..at + y.len()], y))
+}
+
+/// `g · gelu'(x)` of whole f32 slices, in parallel.
+fn gelu_grad_f32(x: &[f32], g: &[f32]) -> Vec<f32> {
+    par_chunks(x.len(), |at, dx| {
+        let n = dx.len();
+        gelu_bwd_f32(&x[at..at + n], &g[at..at + n], dx)
+    })
+}
+
 struct Gelu;
 
 impl CustomOp1 for Gelu {
@@ -167,7 +181,10 @@ impl CustomOp1 for Gelu {
                     }
                 }))
             }
-            _ => bail!("gelu: only f32 and f64 are fused"),
+            // 16 bits: computed in f32, rounded once (as torch's 16-bit GELU).
+            CpuStorage::BF16(x) => CpuStorage::BF16(narrow_all(&gelu_f32(&widen_all(&x[lo..hi])))),
+            CpuStorage::F16(x) => CpuStorage::F16(narrow_all(&gelu_f32(&widen_all(&x[lo..hi])))),
+            _ => bail!("gelu: only f32, f64, bf16 and f16 are fused"),
         };
         Ok((y, layout.shape().clone()))
     }
@@ -209,7 +226,13 @@ impl CustomOp2 for GeluBwd {
                     }
                 }))
             }
-            _ => bail!("gelu backward: only f32 and f64 are fused"),
+            (CpuStorage::BF16(x), CpuStorage::BF16(g)) => {
+                CpuStorage::BF16(narrow_all(&gelu_grad_f32(&widen_all(&x[a0..a1]), &widen_all(&g[b0..b1]))))
+            }
+            (CpuStorage::F16(x), CpuStorage::F16(g)) => {
+                CpuStorage::F16(narrow_all(&gelu_grad_f32(&widen_all(&x[a0..a1]), &widen_all(&g[b0..b1]))))
+            }
+            _ => bail!("gelu backward: only f32, f64, bf16 and f16 are fused"),
         };
         Ok((dx, l1.shape().clone()))
     }

@@ -13,6 +13,7 @@
 //! rather than carrying per-row state between the passes.
 
 use super::kernels::{par_rows, sum_by, Real};
+use super::pool_gemm::{narrow_all, widen_all, Half};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
 
 /// `LayerNorm(x)` over the last dim with frozen `gamma`, `beta` (`[d]`), differentiable with
@@ -34,7 +35,7 @@ fn fused_applies(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> bool {
     let d = x.dims().last().copied().unwrap_or(0);
     let frozen = |t: &Tensor| !t.track_op() && t.device().is_cpu() && t.dtype() == dt && t.dims() == [d];
     x.device().is_cpu()
-        && matches!(dt, DType::F32 | DType::F64)
+        && matches!(dt, DType::F32 | DType::F64 | DType::BF16 | DType::F16)
         && x.elem_count() > 0
         && frozen(gamma)
         && frozen(beta)
@@ -69,20 +70,36 @@ impl LayerNorm {
     fn fwd<T: Real>(&self, x: &[T], d: usize) -> Result<Vec<T>> {
         let (gs, gl) = self.gamma.storage_and_layout();
         let (bs, bl) = self.beta.storage_and_layout();
-        let (g, b) = (vector::<T>(&gs, gl)?, vector::<T>(&bs, bl)?);
-        let eps = T::from_f64(self.eps);
-        let mut y = vec![T::zero(); x.len()];
-        par_rows(&mut y, d, |row0, ys| {
-            for (r, yr) in ys.chunks_exact_mut(d).enumerate() {
-                let xr = &x[(row0 + r) * d..][..d];
-                let (mean, rstd) = stats(xr, eps);
-                for i in 0..d {
-                    yr[i] = (xr[i] - mean) * rstd * g[i] + b[i];
-                }
-            }
-        });
-        Ok(y)
+        Ok(layer_norm_rows(x, vector::<T>(&gs, gl)?, vector::<T>(&bs, bl)?, d, T::from_f64(self.eps)))
     }
+
+    fn fwd_half<H: Half>(&self, x: &[H], d: usize) -> Result<Vec<H>> {
+        let (gs, gl) = self.gamma.storage_and_layout();
+        let (bs, bl) = self.beta.storage_and_layout();
+        let (g, b) = (widen_all(half_vector::<H>(&gs, gl)?), widen_all(half_vector::<H>(&bs, bl)?));
+        Ok(narrow_all(&layer_norm_rows(&widen_all(x), &g, &b, d, self.eps as f32)))
+    }
+}
+
+/// A contiguous rank-1 cpu tensor of a 16-bit dtype as a slice.
+fn half_vector<'a, H: Half>(s: &'a Storage, l: &Layout) -> Result<&'a [H]> {
+    let Storage::Cpu(c) = s else { bail!("layer_norm: parameter is not on the cpu") };
+    let Some((lo, hi)) = l.contiguous_offsets() else { bail!("layer_norm: parameter is not contiguous") };
+    Ok(&c.as_slice::<H>()?[lo..hi])
+}
+
+fn layer_norm_rows<T: Real>(x: &[T], g: &[T], b: &[T], d: usize, eps: T) -> Vec<T> {
+    let mut y = vec![T::zero(); x.len()];
+    par_rows(&mut y, d, |row0, ys| {
+        for (r, yr) in ys.chunks_exact_mut(d).enumerate() {
+            let xr = &x[(row0 + r) * d..][..d];
+            let (mean, rstd) = stats(xr, eps);
+            for i in 0..d {
+                yr[i] = (xr[i] - mean) * rstd * g[i] + b[i];
+            }
+        }
+    });
+    y
 }
 
 impl CustomOp1 for LayerNorm {
@@ -96,7 +113,9 @@ impl CustomOp1 for LayerNorm {
         let y = match storage {
             CpuStorage::F32(x) => CpuStorage::F32(self.fwd(&x[lo..hi], d)?),
             CpuStorage::F64(x) => CpuStorage::F64(self.fwd(&x[lo..hi], d)?),
-            _ => bail!("layer_norm: only f32 and f64 are fused"),
+            CpuStorage::BF16(x) => CpuStorage::BF16(self.fwd_half(&x[lo..hi], d)?),
+            CpuStorage::F16(x) => CpuStorage::F16(self.fwd_half(&x[lo..hi], d)?),
+            _ => bail!("layer_norm: only f32, f64, bf16 and f16 are fused"),
         };
         Ok((y, layout.shape().clone()))
     }
@@ -116,25 +135,33 @@ struct LayerNormBwd {
 impl LayerNormBwd {
     fn run<T: Real>(&self, x: &[T], dy: &[T], d: usize) -> Result<Vec<T>> {
         let (gs, gl) = self.gamma.storage_and_layout();
-        let g = vector::<T>(&gs, gl)?;
-        let eps = T::from_f64(self.eps);
-        let n = T::from_f64(d as f64);
-        let mut dx = vec![T::zero(); x.len()];
-        par_rows(&mut dx, d, |row0, dxs| {
-            for (r, dxr) in dxs.chunks_exact_mut(d).enumerate() {
-                let off = (row0 + r) * d;
-                let (xr, dyr) = (&x[off..][..d], &dy[off..][..d]);
-                let (mean, rstd) = stats(xr, eps);
-                let mean_h = sum_by(d, |i| dyr[i] * g[i]) / n;
-                let mean_hx = sum_by(d, |i| dyr[i] * g[i] * (xr[i] - mean)) * rstd / n;
-                for i in 0..d {
-                    let xhat = (xr[i] - mean) * rstd;
-                    dxr[i] = rstd * (dyr[i] * g[i] - mean_h - xhat * mean_hx);
-                }
-            }
-        });
-        Ok(dx)
+        Ok(layer_norm_grad_rows(x, dy, vector::<T>(&gs, gl)?, d, T::from_f64(self.eps)))
     }
+
+    fn run_half<H: Half>(&self, x: &[H], dy: &[H], d: usize) -> Result<Vec<H>> {
+        let (gs, gl) = self.gamma.storage_and_layout();
+        let g = widen_all(half_vector::<H>(&gs, gl)?);
+        Ok(narrow_all(&layer_norm_grad_rows(&widen_all(x), &widen_all(dy), &g, d, self.eps as f32)))
+    }
+}
+
+fn layer_norm_grad_rows<T: Real>(x: &[T], dy: &[T], g: &[T], d: usize, eps: T) -> Vec<T> {
+    let n = T::from_f64(d as f64);
+    let mut dx = vec![T::zero(); x.len()];
+    par_rows(&mut dx, d, |row0, dxs| {
+        for (r, dxr) in dxs.chunks_exact_mut(d).enumerate() {
+            let off = (row0 + r) * d;
+            let (xr, dyr) = (&x[off..][..d], &dy[off..][..d]);
+            let (mean, rstd) = stats(xr, eps);
+            let mean_h = sum_by(d, |i| dyr[i] * g[i]) / n;
+            let mean_hx = sum_by(d, |i| dyr[i] * g[i] * (xr[i] - mean)) * rstd / n;
+            for i in 0..d {
+                let xhat = (xr[i] - mean) * rstd;
+                dxr[i] = rstd * (dyr[i] * g[i] - mean_h - xhat * mean_hx);
+            }
+        }
+    });
+    dx
 }
 
 impl CustomOp2 for LayerNormBwd {
@@ -153,7 +180,9 @@ impl CustomOp2 for LayerNormBwd {
         let dx = match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(dy)) => CpuStorage::F32(self.run(&x[a0..a1], &dy[b0..b1], d)?),
             (CpuStorage::F64(x), CpuStorage::F64(dy)) => CpuStorage::F64(self.run(&x[a0..a1], &dy[b0..b1], d)?),
-            _ => bail!("layer_norm backward: only f32 and f64 are fused"),
+            (CpuStorage::BF16(x), CpuStorage::BF16(dy)) => CpuStorage::BF16(self.run_half(&x[a0..a1], &dy[b0..b1], d)?),
+            (CpuStorage::F16(x), CpuStorage::F16(dy)) => CpuStorage::F16(self.run_half(&x[a0..a1], &dy[b0..b1], d)?),
+            _ => bail!("layer_norm backward: only f32, f64, bf16 and f16 are fused"),
         };
         Ok((dx, l1.shape().clone()))
     }

@@ -8,11 +8,10 @@
 //! whose forward is one pass per row (or one gemm) and whose backward gives the input
 //! gradient only.
 //!
-//! Each fused path covers f32/f64 on the CPU, and the decoder's ops (linear maps, RMSNorm,
-//! RoPE, attention softmax, the LM loss) also bf16/f16, computed in f32 and rounded once; anywhere else (CUDA,
-//! BERT's LayerNorm/GELU in 16 bits, or parameters that are themselves trainable) the
-//! function falls back to the general differentiable path, so the answer is never wrong,
-//! only sometimes slower.
+//! Each fused path covers f32/f64 and bf16/f16 on the CPU (16-bit inputs computed in f32 and
+//! rounded as torch rounds a 16-bit model); anywhere else (CUDA, or parameters that are
+//! themselves trainable) the function falls back to the general differentiable path, so the
+//! answer is never wrong, only sometimes slower.
 
 mod frozen_linear;
 mod gelu;

@@ -222,11 +222,21 @@ fn layer_norm_inference_and_fallback_dtypes() {
     let x = randn(1, &[4, 16], 1.0, DType::F32);
     let y = frozen_layer_norm(&x, &g, &b, 1e-12).unwrap();
     assert!(!y.track_op(), "no graph without a Var");
-    for dtype in [DType::F16, DType::BF16] {
+    // 16 bits: normalised in f32 from the 16-bit values and rounded once.
+    for (dtype, ulp) in [(DType::F16, 1.0 / 2048.0), (DType::BF16, 1.0 / 256.0)] {
         let (xh, gh, bh) = (x.to_dtype(dtype).unwrap(), g.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap());
         let fast = frozen_layer_norm(&xh, &gh, &bh, f32eps(1e-12)).unwrap();
         assert_eq!(fast.dtype(), dtype);
-        assert_eq!(max_abs_diff(&fast, &slow_ln(&xh, &gh, &bh, f32eps(1e-12)).unwrap()), 0.0);
+        let up = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let want = slow_ln(&up(&xh), &up(&gh), &up(&bh), f32eps(1e-12)).unwrap();
+        assert!(rel_diff(&fast, &want) <= ulp, "{dtype:?}: {}", rel_diff(&fast, &want));
+        let xv = Var::from_tensor(&xh).unwrap();
+        let probe = randn(2, &[4, 16], 1.0, DType::F32);
+        let gx = frozen_layer_norm(xv.as_tensor(), &gh, &bh, f32eps(1e-12)).unwrap().mul(&probe.to_dtype(dtype).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+        let x32 = Var::from_tensor(&up(&xh)).unwrap();
+        let g32 = probed(&|t| slow_ln(t, &up(&gh), &up(&bh), f32eps(1e-12)), &x32, &probe).backward().unwrap();
+        let (a, w) = (gx.get(xv.as_tensor()).unwrap(), g32.get(x32.as_tensor()).unwrap());
+        assert!(rel_diff(a, w) <= 4.0 * ulp, "{dtype:?} gradient: {}", rel_diff(a, w));
     }
 }
 
@@ -424,6 +434,15 @@ fn gelu_forward_matches_candle() {
         let x = randn(7, &[3, 5001], 3.0, dtype);
         let d = max_abs_diff(&gelu_erf(&x).unwrap(), &x.gelu_erf().unwrap());
         assert!(d <= tol, "{dtype:?}: {d}");
+    }
+    // 16 bits: computed in f32 from the 16-bit values and rounded once.
+    let x = randn(9, &[3, 5001], 3.0, DType::F32);
+    for (dtype, ulp) in [(DType::BF16, 1.0 / 256.0), (DType::F16, 1.0 / 2048.0)] {
+        let xh = x.to_dtype(dtype).unwrap();
+        let fast = gelu_erf(&xh).unwrap();
+        assert_eq!(fast.dtype(), dtype);
+        let want = xh.to_dtype(DType::F32).unwrap().gelu_erf().unwrap();
+        assert!(rel_diff(&fast, &want) <= ulp, "{dtype:?}: {}", rel_diff(&fast, &want));
     }
     // Zero at zero, 0 and x in the far tails, x/2 for tiny x.
     let x = Tensor::new(&[0f32, -20.0, 20.0, -1e-30], &Device::Cpu).unwrap();

@@ -21,7 +21,7 @@ use crate::model::llama::{ChatMessage, ChatTemplate};
 use crate::model::tokenizer::{batch_from_ids, TextTokenizer};
 use crate::model::{Backbone, Batch, CausalLm, PrefixCache};
 use crate::rng::SeededRng;
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use std::cell::RefCell;
 use std::path::Path;
 
