@@ -1,6 +1,7 @@
 //! The llama-family decoders against transformers: tiny random checkpoints of llama (Llama 3
-//! scaled RoPE, untied head), mistral (sliding window), qwen2 (q/k/v biases, stored in bf16)
-//! and qwen3 (per-head q/k norms, explicit head_dim), each sharded as transformers saves it,
+//! scaled RoPE, untied head), mistral (sliding window), qwen2 (q/k/v biases, stored in bf16),
+//! qwen3 (per-head q/k norms, explicit head_dim) and phi3 (fused qkv_proj and gate_up_proj),
+//! each sharded as transformers saves it,
 //! with transformers 5.x's config keys. Written with their reference logits, two layers'
 //! block outputs and 8 greedy tokens by tests/reference/decoder_families.py (fixtures in
 //! tests/fixtures/families/). reft must match them in f32, from the safetensors and from
@@ -18,7 +19,9 @@ use reft_core::model::{self, Hooks, NoHooks};
 use std::cell::RefCell;
 use std::path::PathBuf;
 
-const FAMILIES: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
+const FAMILIES: [&str; 5] = ["llama", "mistral", "qwen2", "qwen3", "phi3"];
+/// The families llama.cpp's converter wrote GGUF files of (tests/fixtures/families_gguf/).
+const GGUF_FAMILIES: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
 
 /// Bound on max |reft − transformers| for logits and hidden states, relative to the tensor's
 /// largest magnitude: both compute in f32 from the same weights, and differ only in the
@@ -107,7 +110,7 @@ fn every_family_matches_transformers_in_f32() {
 /// transformers computes from the safetensors.
 #[test]
 fn every_family_converted_to_gguf_by_llama_cpp_matches_transformers() {
-    for family in FAMILIES {
+    for family in GGUF_FAMILIES {
         let file = fixture("families_gguf").join(format!("{family}.gguf"));
         let m = model::load(&file, DType::F32, &Device::Cpu).unwrap();
         check_against_reference(family, "gguf", m.as_ref());
@@ -153,6 +156,7 @@ fn a_sliding_window_caps_the_sequence_length() {
     let info = model::inspect(&folder("mistral")).unwrap();
     assert_eq!(info.config.max_positions(), 32, "mistral's window");
     assert_eq!(model::inspect(&folder("qwen2")).unwrap().config.max_positions(), 128, "qwen2 uses no window");
+    assert_eq!(model::inspect(&folder("phi3")).unwrap().config.max_positions(), 48, "phi3's window");
     // A sharded folder has a fingerprint (adapters record it), and each family its own.
     let prints: std::collections::BTreeSet<String> = FAMILIES.iter().map(|f| reft_core::adapter::fingerprint(&folder(f)).unwrap()).collect();
     assert_eq!(prints.len(), FAMILIES.len());

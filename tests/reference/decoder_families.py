@@ -2,7 +2,8 @@
 """Reference fixtures for the llama-family decoders reft computes, from transformers itself.
 
 For each family (llama with Llama 3 RoPE scaling, mistral with a sliding window, qwen2 with
-q/k/v biases stored in bf16, qwen3 with per-head q/k norms and an explicit head_dim), it
+q/k/v biases stored in bf16, qwen3 with per-head q/k norms and an explicit head_dim, phi3
+with fused qkv_proj and gate_up_proj), it
 builds a tiny random model with `AutoModelForCausalLM.from_config` and a fixed seed (no hub),
 gives every parameter (biases and norm weights included) random values so none is a no-op,
 and writes into tests/fixtures/families/<family>/:
@@ -15,7 +16,8 @@ and writes into tests/fixtures/families/<family>/:
   tokenizer.json          a word-level tokenizer `t0` … `t127` (so `reft export`/`generate`
                           run on the folder: the prompt is "t3 t17 …")
 
-Run with transformers 5.x (it writes `rope_parameters`, the 5.x config keys):
+Run with transformers 5.x (it writes `rope_parameters`, the 5.x config keys); name families
+to rebuild only those (`... decoder_families.py phi3`):
   python3 -m venv ~/.cache/reft-ref/venv
   ~/.cache/reft-ref/venv/bin/pip install torch==2.15.0 transformers==5.23.0 safetensors numpy
   ~/.cache/reft-ref/venv/bin/python tests/reference/decoder_families.py
@@ -59,6 +61,8 @@ FAMILIES = {
     "mistral": dict(model_type="mistral", tie_word_embeddings=False, sliding_window=32, head_dim=16),
     "qwen2": dict(model_type="qwen2", tie_word_embeddings=True, use_sliding_window=False),
     "qwen3": dict(model_type="qwen3", tie_word_embeddings=True, head_dim=32, use_sliding_window=False),
+    # Phi-3: the query/key/value and gate/up projections fused into one matrix each.
+    "phi3": dict(model_type="phi3", tie_word_embeddings=False, sliding_window=48),
 }
 BF16 = {"qwen2"}
 
@@ -86,7 +90,12 @@ def build(family: str, overrides: dict):
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
+    # Families named on the command line only (default: all), so adding one leaves the
+    # others' committed fixtures as they are.
+    wanted = sys.argv[1:] or list(FAMILIES)
     for family, overrides in FAMILIES.items():
+        if family not in wanted:
+            continue
         model = build(family, overrides)
         folder = OUT / family
         folder.mkdir(parents=True, exist_ok=True)

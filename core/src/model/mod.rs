@@ -167,7 +167,7 @@ pub fn locate(path: &Path) -> Result<ModelFiles> {
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .and_then(|v| v.get("model_type").and_then(|m| m.as_str()).map(str::to_string));
         return Ok(match model_type.as_deref() {
-            // The llama-family decoders (llama, mistral, qwen2, qwen3) share one backbone.
+            // The llama-family decoders (llama, mistral, qwen2, qwen3, phi3) share one backbone.
             Some(t) if llama::config::Family::from_model_type(t).is_some() => ModelFiles::LlamaHf(path.to_path_buf()),
             _ => ModelFiles::Bert(path.to_path_buf()),
         });

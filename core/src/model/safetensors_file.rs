@@ -190,6 +190,22 @@ impl WeightFile {
             .ok_or_else(|| Error::model(&self.path, format!("missing tensor `{name}`")))
     }
 
+    /// Replace the tensor `name` by consecutive row blocks of it, `parts` in order (name and
+    /// row count); the rows must add up to the tensor's first dimension.
+    pub fn split_rows(&mut self, name: &str, parts: &[(&str, usize)]) -> Result<()> {
+        let t = self.tensors.remove(name).ok_or_else(|| Error::model(&self.path, format!("missing tensor `{name}`")))?;
+        let total: usize = parts.iter().map(|(_, rows)| rows).sum();
+        if t.rank() != 2 || t.dim(0)? != total {
+            return Err(Error::model(&self.path, format!("tensor `{name}` has shape {:?}, expected [{total}, _]", t.dims())));
+        }
+        let mut at = 0;
+        for (part, rows) in parts {
+            self.tensors.insert(part.to_string(), t.narrow(0, at, *rows)?);
+            at += rows;
+        }
+        Ok(())
+    }
+
     /// The tensor `name`, which must have exactly `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self.tensors.get(name).ok_or_else(|| {

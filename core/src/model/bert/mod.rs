@@ -192,7 +192,7 @@ impl BertConfig {
 
 /// What `model_type` a folder may name, for refusals.
 const ENCODERS_AND_DECODERS: &str =
-    "encoders: bert, roberta, xlm-roberta, camembert; decoders: llama, mistral, qwen2, qwen3";
+    "encoders: bert, roberta, xlm-roberta, camembert; decoders: llama, mistral, qwen2, qwen3, phi3";
 
 /// The widths at each hook point of a BERT config: shared by the loaded model and by
 /// `reft check`, which validates a recipe from `config.json` alone.

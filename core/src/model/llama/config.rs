@@ -96,6 +96,15 @@ struct HfConfig {
     /// transformers 5.x: `full_attention` or `sliding_attention` per layer.
     #[serde(default)]
     layer_types: Option<Vec<String>>,
+    /// Phi-3's dropout on the residual branches and the embeddings (must be 0: the frozen
+    /// base runs without dropout).
+    #[serde(default)]
+    resid_pdrop: Option<f64>,
+    #[serde(default)]
+    embd_pdrop: Option<f64>,
+    /// Phi-3: the context its `longrope` scaling starts from; plain RoPE does not read it.
+    #[serde(default)]
+    original_max_position_embeddings: Option<usize>,
     #[serde(flatten)]
     other: std::collections::BTreeMap<String, serde_json::Value>,
 }
@@ -129,6 +138,9 @@ pub enum Family {
     Mistral,
     Qwen2,
     Qwen3,
+    /// Phi-3: llama's layer with the query/key/value projections stored as one `qkv_proj`
+    /// matrix and gate/up as one `gate_up_proj` (split at load time).
+    Phi3,
 }
 
 impl Family {
@@ -139,11 +151,12 @@ impl Family {
             Family::Mistral => "mistral",
             Family::Qwen2 => "qwen2",
             Family::Qwen3 => "qwen3",
+            Family::Phi3 => "phi3",
         }
     }
 
     pub fn from_model_type(t: &str) -> Option<Family> {
-        [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3].into_iter().find(|f| f.model_type() == t)
+        [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3, Family::Phi3].into_iter().find(|f| f.model_type() == t)
     }
 }
 
@@ -269,7 +282,7 @@ fn attention_window(family: Family, c: &HfConfig) -> std::result::Result<Option<
             }
             false
         }
-        Family::Mistral => window.is_some() && (layer_types.is_empty() || any_sliding_layer),
+        Family::Mistral | Family::Phi3 => window.is_some() && (layer_types.is_empty() || any_sliding_layer),
         Family::Qwen2 | Family::Qwen3 => {
             if !layer_types.is_empty() {
                 any_sliding_layer
@@ -285,7 +298,7 @@ fn attention_window(family: Family, c: &HfConfig) -> std::result::Result<Option<
 }
 
 impl LlamaConfig {
-    /// Read `config.json` of a Hugging Face decoder folder (llama, mistral, qwen2, qwen3).
+    /// Read `config.json` of a Hugging Face decoder folder (llama, mistral, qwen2, qwen3, phi3).
     pub fn load_json(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let c: HfConfig = serde_json::from_str(&text)
@@ -293,7 +306,7 @@ impl LlamaConfig {
         let bad = |m: String| Err(Error::model(path, m));
         let family = match c.model_type.as_deref().and_then(Family::from_model_type) {
             Some(f) => f,
-            None => return bad(format!("model_type {:?} is not a decoder family reft computes (llama, mistral, qwen2, qwen3)", c.model_type)),
+            None => return bad(format!("model_type {:?} is not a decoder family reft computes (llama, mistral, qwen2, qwen3, phi3)", c.model_type)),
         };
         let name = family.model_type();
         if let Some(key) = c.other.keys().find(|k| !KEYS_THAT_CHANGE_NOTHING.contains(&k.as_str())) {
@@ -312,14 +325,19 @@ impl LlamaConfig {
             Family::Llama => (c.attention_bias, c.attention_bias, c.mlp_bias),
             Family::Qwen3 => (c.attention_bias, c.attention_bias, false),
             Family::Qwen2 => (true, false, false),
-            Family::Mistral => (false, false, false),
+            Family::Mistral | Family::Phi3 => (false, false, false),
         };
         let flag_read = matches!(family, Family::Llama | Family::Qwen3);
         if (!flag_read && c.attention_bias) || (family != Family::Llama && c.mlp_bias) {
             return bad(format!("attention_bias/mlp_bias = true is not part of {name}"));
         }
-        if let Some(p) = c.attention_dropout.filter(|&p| p != 0.0) {
-            return bad(format!("attention_dropout {p} is not supported: reft runs the frozen model without dropout"));
+        for (key, p) in [("attention_dropout", c.attention_dropout), ("resid_pdrop", c.resid_pdrop), ("embd_pdrop", c.embd_pdrop)] {
+            if let Some(p) = p.filter(|&p| p != 0.0) {
+                return bad(format!("{key} {p} is not supported: reft runs the frozen model without dropout"));
+            }
+        }
+        if family != Family::Phi3 && (c.resid_pdrop.is_some() || c.embd_pdrop.is_some() || c.original_max_position_embeddings.is_some()) {
+            return bad(format!("resid_pdrop/embd_pdrop/original_max_position_embeddings are Phi-3 keys, not part of {name}"));
         }
         let window = attention_window(family, &c).map_err(|m| Error::model(path, m))?;
         let eos_token_ids = match &c.eos_token_id {
@@ -524,6 +542,15 @@ impl HookSurface for LlamaConfig {
     /// weights came from.
     fn module_path(&self, site: Site) -> Option<String> {
         let l = site.layer.filter(|l| *l < self.num_layers)?;
+        // Phi-3 stores q/k/v and gate/up fused: no module of its own to name (PEFT's
+        // `target_modules` would name `qkv_proj`, a different adapter).
+        let fused = matches!(
+            site.component,
+            Component::Linear(LinearModule::Query | LinearModule::Key | LinearModule::Value | LinearModule::MlpGate | LinearModule::MlpUp)
+        );
+        if self.family == Family::Phi3 && fused {
+            return None;
+        }
         let module = match site.component {
             Component::Linear(LinearModule::Query) => "self_attn.q_proj",
             Component::Linear(LinearModule::Key) => "self_attn.k_proj",

@@ -37,6 +37,9 @@ impl Llama {
         let config = LlamaConfig::load_json(&dir.join("config.json"))?;
         let layout = crate::model::safetensors_file::weight_layout(dir)?;
         let mut file = WeightFile::load_layout(&layout, dtype, device)?;
+        if config.family == super::config::Family::Phi3 {
+            super::weights::split_phi3_projections(&config, &mut file)?;
+        }
         let weights = LlamaWeights::from_safetensors(&config, &mut file)?;
         Ok(Self::new(config, weights, device))
     }

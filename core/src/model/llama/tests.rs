@@ -468,10 +468,16 @@ fn transformers_4_and_5_config_keys_give_the_same_model_and_every_unread_key_is_
     refused(serde_json::json!({"rope_parameters": {"rope_type": "default", "mystery": 1}}), &["rope_parameters.mystery"]);
     // A key reft does not read, with the value it had.
     refused(serde_json::json!({"sliding_window": 4096}), &["sliding-window attention is not part of llama"]);
-    refused(serde_json::json!({"model_type": "gemma2"}), &["gemma2", "llama, mistral, qwen2, qwen3"]);
+    refused(serde_json::json!({"model_type": "gemma2"}), &["gemma2", "llama, mistral, qwen2, qwen3, phi3"]);
     refused(serde_json::json!({"max_window_layers": 4, "moe_intermediate_size": 4}), &["`moe_intermediate_size`"]);
     refused(serde_json::json!({"quantization_config": {"quant_method": "gptq"}}), &["`quantization_config`"]);
     refused(serde_json::json!({"attention_dropout": 0.1}), &["attention_dropout"]);
+    // Phi-3's keys belong to phi3 only, and its dropouts must be off.
+    refused(serde_json::json!({"resid_pdrop": 0.0}), &["Phi-3 keys", "llama"]);
+    refused(serde_json::json!({"model_type": "phi3", "resid_pdrop": 0.1}), &["resid_pdrop 0.1"]);
+    // A phi3 config over llama's separate projections: the fused matrix is missing, by name.
+    let e = load(serde_json::json!({"model_type": "phi3"})).err().expect("no fused weights").to_string();
+    assert!(e.contains("qkv_proj.weight"), "{e}");
     // Biases the config promises must be in the file.
     let e = load(serde_json::json!({"attention_bias": true})).err().expect("no biases in the file").to_string();
     assert!(e.contains("model.safetensors") && e.contains("q_proj.bias"), "{e}");

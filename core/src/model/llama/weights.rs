@@ -129,6 +129,24 @@ const HF: Names = Names {
     },
 };
 
+/// Phi-3 stores each layer's query/key/value rows as one `self_attn.qkv_proj.weight`
+/// (`[q + 2·kv, hidden]`, in that order) and gate/up as one `mlp.gate_up_proj.weight`
+/// (`[2·intermediate, hidden]`, gate first), as transformers' `Phi3Attention`/`Phi3MLP` slice
+/// them. Split them into llama's names, so the rest of the loader (and every hook) sees
+/// separate projections.
+pub fn split_phi3_projections(cfg: &LlamaConfig, file: &mut WeightFile) -> Result<()> {
+    let (q, kv, i) = (cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+    for l in 0..cfg.num_layers {
+        let p = format!("model.layers.{l}");
+        file.split_rows(
+            &format!("{p}.self_attn.qkv_proj.weight"),
+            &[(&format!("{p}.self_attn.q_proj.weight"), q), (&format!("{p}.self_attn.k_proj.weight"), kv), (&format!("{p}.self_attn.v_proj.weight"), kv)],
+        )?;
+        file.split_rows(&format!("{p}.mlp.gate_up_proj.weight"), &[(&format!("{p}.mlp.gate_proj.weight"), i), (&format!("{p}.mlp.up_proj.weight"), i)])?;
+    }
+    Ok(())
+}
+
 /// `….q_proj.weight` → `….q_proj.bias` (both file formats name biases so).
 fn bias_name(weight: &str) -> String {
     format!("{}.bias", weight.strip_suffix(".weight").unwrap_or(weight))

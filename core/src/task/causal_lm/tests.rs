@@ -8,7 +8,7 @@ use crate::intervention::{Ctx, Intervention, NamedVar};
 use crate::model::llama::tests::tiny_model;
 use crate::model::NoHooks;
 use crate::hooks::positions::Positions;
-use candle_core::{Device, Var};
+use candle_core::{Device, Var, D};
 
 #[test]
 fn prompt_tokens_carry_no_loss() {
