@@ -4,7 +4,8 @@
 The templates are written in the styles the model families use (Llama 3's header tokens with
 `| trim`, Mistral's [INST] with raise_exception and role alternation, Qwen2.5's ChatML with
 `{%-` whitespace control and a default system prompt, Zephyr's line-based blocks that rely
-on trim_blocks/lstrip_blocks, and a `.strip()`/`.items()` Python-method user). Each is
+on trim_blocks/lstrip_blocks, Llama 3.2's dated system header through `strftime_now`, and a
+`.strip()`/`.items()` Python-method user). Each is
 rendered for a few conversations, with and without the generation prompt; reft's minijinja
 renderer must give the same strings (tests/chat_templates.rs).
 
@@ -13,8 +14,11 @@ renderer must give the same strings (tests/chat_templates.rs).
 import json
 from pathlib import Path
 
+from datetime import datetime
+
 import transformers
 from tokenizers import Tokenizer, models
+from transformers.utils import chat_template_utils
 from transformers import PreTrainedTokenizerFast
 
 OUT = Path(__file__).resolve().parent.parent / "fixtures" / "chat_templates.json"
@@ -48,6 +52,26 @@ TEMPLATES = {
 {{ '<|assistant|>' }}
 {% endif %}
 {% endfor %}""",
+    # Llama 3.1/3.2's system header: today's date through transformers' `strftime_now`,
+    # rendered here at a fixed moment (NOW) so the fixture does not depend on the day.
+    "llama3.2_date": """{{- bos_token }}
+{%- if not date_string is defined %}
+    {%- if strftime_now is defined %}
+        {%- set date_string = strftime_now("%d %b %Y") %}
+    {%- else %}
+        {%- set date_string = "26 Jul 2024" %}
+    {%- endif %}
+{%- endif %}
+{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
+{{- "Cutting Knowledge Date: December 2023\n" }}
+{{- "Today Date: " + date_string + "\n\n" }}
+{%- for message in messages %}
+    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- endif %}
+""",
     "python_methods": "{% for message in messages %}{{ message['role'].upper() }}: {{ message['content'].strip() }}{% if not loop.last %}\n{% endif %}{% endfor %}{% for k, v in {'a': 1}.items() %} [{{ k }}={{ v }}]{% endfor %}{% if add_generation_prompt %}\nASSISTANT:{% endif %}",
 }
 
@@ -58,7 +82,19 @@ CONVERSATIONS = [
 ]
 
 
+# 2026-12-03 12:00 UTC: noon, so the date is the same in every time zone within ±11 h.
+NOW = 1796299200
+
+
+class FixedDatetime(datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return datetime.fromtimestamp(NOW, tz)
+
+
 def main():
+    # transformers' strftime_now calls its module's `datetime.now()`.
+    chat_template_utils.datetime = FixedDatetime
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab={"<unk>": 0, "<s>": 1, "</s>": 2}, unk_token="<unk>")),
                                   bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     cases = []
@@ -72,7 +108,7 @@ def main():
                     rendered, error = None, str(e)
                 cases.append({"template": name, "messages": messages, "add_generation_prompt": gen,
                               "rendered": rendered, "error": error})
-    OUT.write_text(json.dumps({"transformers": transformers.__version__, "bos_token": "<s>", "eos_token": "</s>",
+    OUT.write_text(json.dumps({"transformers": transformers.__version__, "bos_token": "<s>", "eos_token": "</s>", "now": NOW,
                                "templates": TEMPLATES, "cases": cases}, indent=1, ensure_ascii=False) + "\n")
     print(f"{len(cases)} cases -> {OUT}")
 

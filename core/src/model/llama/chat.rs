@@ -1,8 +1,8 @@
 //! Chat templates: the model's own Jinja template (`chat_template` in a folder's
 //! tokenizer_config.json, or GGUF's `tokenizer.chat_template`), rendered as transformers'
 //! `apply_chat_template` renders it: Jinja with `trim_blocks` and `lstrip_blocks`, the
-//! variables `messages`, `add_generation_prompt`, `bos_token` and `eos_token`, and a
-//! `raise_exception` function. minijinja runs it; its pycompat layer gives templates the
+//! variables `messages`, `add_generation_prompt`, `bos_token` and `eos_token`, and the
+//! functions `raise_exception` and `strftime_now`. minijinja runs it; its pycompat layer gives templates the
 //! Python string and dict methods they call (`.strip()`, `.items()`, …). A model without a
 //! template has no chat format: asking for one is an error, never a guessed ChatML.
 //!
@@ -31,14 +31,22 @@ pub struct ChatTemplate {
     /// What `{{ bos_token }}` / `{{ eos_token }}` print (empty when the model has none).
     pub bos_token: String,
     pub eos_token: String,
+    /// The moment `strftime_now` reads (seconds since the Unix epoch); None: the clock.
+    pub now: Option<i64>,
 }
 
 impl ChatTemplate {
     /// A template from its Jinja source; refused now if it does not parse.
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
-        let t = ChatTemplate { source: source.to_string(), bos_token: bos_token.to_string(), eos_token: eos_token.to_string() };
+        let t = ChatTemplate { source: source.to_string(), bos_token: bos_token.to_string(), eos_token: eos_token.to_string(), now: None };
         t.environment()?;
         Ok(t)
+    }
+
+    /// Render as at `epoch_seconds` rather than now (`strftime_now`; reproducible prompts).
+    pub fn at_time(mut self, epoch_seconds: i64) -> Self {
+        self.now = Some(epoch_seconds);
+        self
     }
 
     /// The chat template of the model at `path` (a `.gguf` file or a folder). Err when it has
@@ -102,6 +110,14 @@ impl ChatTemplate {
         env.add_function("raise_exception", |message: String| -> std::result::Result<String, minijinja::Error> {
             Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message))
         });
+        // transformers' `strftime_now(format)`: the local time now, formatted (Llama 3.1+
+        // templates write today's date into the system header with it; without it they fall
+        // back to a fixed date, a prompt other than transformers').
+        let now = self.now;
+        env.add_function("strftime_now", move |format: String| -> std::result::Result<String, minijinja::Error> {
+            let at = now.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
+            local_strftime(&format, at).map_err(|m| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, m))
+        });
         env.add_template_owned("chat_template", self.source.clone())
             .map_err(|e| Error::Other(format!("the model's chat template does not parse: {e:#}")))?;
         Ok(env)
@@ -120,6 +136,27 @@ impl ChatTemplate {
                 eos_token => self.eos_token,
             })
             .map_err(|e| Error::Other(format!("the model's chat template failed: {e:#}")))
+    }
+}
+
+/// `format` (C/Python `strftime` directives) of the local time at `epoch_seconds`.
+fn local_strftime(format: &str, epoch_seconds: i64) -> std::result::Result<String, String> {
+    let c_format = std::ffi::CString::new(format).map_err(|_| "strftime_now: the format holds a NUL byte".to_string())?;
+    let t: libc::time_t = epoch_seconds as libc::time_t;
+    // SAFETY: `tm` is plain data that localtime_r fills; `buf` is ours and strftime writes at
+    // most its length, returning how many bytes it wrote (0 when they do not fit).
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return Err(format!("strftime_now: no local time for {epoch_seconds}"));
+        }
+        let mut buf = vec![0u8; 256 + 8 * format.len()];
+        let n = libc::strftime(buf.as_mut_ptr().cast(), buf.len(), c_format.as_ptr(), &tm);
+        if n == 0 && !format.is_empty() {
+            return Err(format!("strftime_now: `{format}` formats to nothing or to too long a text"));
+        }
+        buf.truncate(n);
+        String::from_utf8(buf).map_err(|_| "strftime_now: the formatted time is not UTF-8".to_string())
     }
 }
 
