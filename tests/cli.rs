@@ -111,3 +111,28 @@ train: { epochs: 1, batch_size: 2 }\nexport: { dir: pipe_here }\n",
     assert!(tmp.path().join("pipe_here/pipeline.yaml").is_file(), "{out}");
     assert!(!run.join("pipeline").exists());
 }
+
+#[test]
+fn training_again_into_a_run_folder_says_it_replaces_the_earlier_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("model")).unwrap();
+    common::tiny_model::write(&tmp.path().join("model"));
+    std::fs::write(tmp.path().join("train.tsv"), "text\tlabel\nhello world\t1\nthe cat sat\t0\ngood film\t1\nbad movie\t0\n").unwrap();
+    let recipe = tmp.path().join("recipe.yaml");
+    std::fs::write(
+        &recipe,
+        "model: { path: model }\ntask: { kind: classification, num_labels: 2 }\n\
+data: { train: train.tsv, max_length: 16 }\n\
+interventions:\n  - { kind: loreft, hooks: \"layers[1].block_output\", positions: f1, rank: 1 }\n\
+train: { epochs: 1, batch_size: 2 }\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let train = || run_reft(&["train", recipe.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    let (ok, _, first) = train();
+    assert!(ok, "{first}");
+    assert!(!first.contains("earlier run"), "a fresh folder holds no earlier run: {first}");
+    let (ok, _, second) = train();
+    assert!(ok, "{second}");
+    assert!(second.contains("holds an earlier run") && second.contains("--resume"), "{second}");
+}

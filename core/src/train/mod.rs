@@ -80,6 +80,14 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     let _lock = run_dir::RunLock::acquire(&opts.run_dir)?;
     run_dir::remove_stray_temp_files(&opts.run_dir)?;
     let identity = run_dir::RunIdentity::of(plan)?;
+    // A fresh run into a folder that holds an earlier one replaces it: say so, never silently.
+    if !opts.resume && ["summary.json", crate::adapter::WEIGHTS_FILE, "checkpoint"].iter().any(|f| opts.run_dir.join(f).exists()) {
+        reporter.message(&format!(
+            "note: {} holds an earlier run; this one replaces its adapter, metrics and checkpoint \
+             (--resume continues it instead; --out DIR keeps it)",
+            opts.run_dir.display()
+        ));
+    }
     if opts.resume {
         match run_dir::RunIdentity::load(&opts.run_dir)? {
             Some(recorded) => identity.check_resume(&recorded, &opts.run_dir)?,
