@@ -87,23 +87,32 @@ fn collect_matches_reference_hidden_states() {
     }
 }
 
+/// A LoReFT recipe on the tiny test model with four training lines, written into `dir`
+/// (with the model and data beside it); `extra` is appended to the recipe.
+fn tiny_recipe(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("model")).unwrap();
+    common::tiny_model::write(&dir.join("model"));
+    std::fs::write(dir.join("train.tsv"), "text\tlabel\nhello world\t1\nthe cat sat\t0\ngood film\t1\nbad movie\t0\n").unwrap();
+    let recipe = dir.join("recipe.yaml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "model: {{ path: model }}\ntask: {{ kind: classification, num_labels: 2 }}\n\
+data: {{ train: train.tsv, max_length: 16 }}\n\
+interventions:\n  - {{ kind: loreft, hooks: \"layers[1].block_output\", positions: f1, rank: 1 }}\n\
+train: {{ epochs: 1, batch_size: 2 }}\n{extra}"
+        ),
+    )
+    .unwrap();
+    recipe
+}
+
 #[test]
 fn run_writes_the_pipeline_where_the_recipe_says() {
     // `reft run` fetches first: with the assets in the cache that is a marker check.
     let _ = minilm_dir();
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(tmp.path().join("model")).unwrap();
-    common::tiny_model::write(&tmp.path().join("model"));
-    std::fs::write(tmp.path().join("train.tsv"), "text\tlabel\nhello world\t1\nthe cat sat\t0\ngood film\t1\nbad movie\t0\n").unwrap();
-    let recipe = tmp.path().join("recipe.yaml");
-    std::fs::write(
-        &recipe,
-        "model: { path: model }\ntask: { kind: classification, num_labels: 2 }\n\
-data: { train: train.tsv, max_length: 16 }\n\
-interventions:\n  - { kind: loreft, hooks: \"layers[1].block_output\", positions: f1, rank: 1 }\n\
-train: { epochs: 1, batch_size: 2 }\nexport: { dir: pipe_here }\n",
-    )
-    .unwrap();
+    let recipe = tiny_recipe(tmp.path(), "export: { dir: pipe_here }\n");
     let run = tmp.path().join("run");
     let (ok, out, err) = run_reft(&["run", recipe.to_str().unwrap(), "--out", run.to_str().unwrap()]);
     assert!(ok, "{err}");
@@ -115,18 +124,7 @@ train: { epochs: 1, batch_size: 2 }\nexport: { dir: pipe_here }\n",
 #[test]
 fn training_again_into_a_run_folder_says_it_replaces_the_earlier_run() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(tmp.path().join("model")).unwrap();
-    common::tiny_model::write(&tmp.path().join("model"));
-    std::fs::write(tmp.path().join("train.tsv"), "text\tlabel\nhello world\t1\nthe cat sat\t0\ngood film\t1\nbad movie\t0\n").unwrap();
-    let recipe = tmp.path().join("recipe.yaml");
-    std::fs::write(
-        &recipe,
-        "model: { path: model }\ntask: { kind: classification, num_labels: 2 }\n\
-data: { train: train.tsv, max_length: 16 }\n\
-interventions:\n  - { kind: loreft, hooks: \"layers[1].block_output\", positions: f1, rank: 1 }\n\
-train: { epochs: 1, batch_size: 2 }\n",
-    )
-    .unwrap();
+    let recipe = tiny_recipe(tmp.path(), "");
     let run = tmp.path().join("run");
     let train = || run_reft(&["train", recipe.to_str().unwrap(), "--out", run.to_str().unwrap()]);
     let (ok, _, first) = train();

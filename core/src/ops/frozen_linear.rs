@@ -11,9 +11,9 @@
 //! that hands the value back would cost an extra copy of the output, since a `CustomOp1`
 //! must return owned storage; computing the value inside the op avoids it.)
 
-use super::kernels::Real;
-use super::pool_gemm::{gemm_on_pool, gemm_on_pool_widening, narrow_all, widen_all, Half, Operand};
-use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor};
+use super::kernels::{narrow_all, widen_all, Half, Real};
+use super::pool_gemm::{gemm_on_pool, gemm_on_pool_widening, Operand};
+use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 
 /// `x Wᵀ + b` for `x` `[..., in]` and a frozen `W` `[out, in]`, `b` `[out]`, differentiable
 /// with respect to `x` only.
@@ -57,12 +57,17 @@ struct FrozenLinear {
 }
 
 impl FrozenLinear {
-    fn affine<T: Real>(&self, x: &[T], x_dims: &[usize]) -> Result<Vec<T>> {
-        let (n, k) = self.weight.dims2()?;
-        let m = x.len() / k;
+    /// `f(W, row stride, column stride)` on the weight's elements from its first one.
+    fn with_weight<T: WithDType, R>(&self, f: impl FnOnce(&[T], isize, isize) -> R) -> Result<R> {
         let (ws, wl) = self.weight.storage_and_layout();
         let Storage::Cpu(w) = &*ws else { bail!("frozen_linear: weight is not on the cpu") };
         let w = &w.as_slice::<T>()?[wl.start_offset()..];
+        Ok(f(w, wl.stride()[0] as isize, wl.stride()[1] as isize))
+    }
+
+    fn affine<T: Real>(&self, x: &[T], x_dims: &[usize]) -> Result<Vec<T>> {
+        let (n, k) = self.weight.dims2()?;
+        let m = x.len() / k;
         let mut dst = Vec::with_capacity(m * n);
         let read_dst = match &self.bias {
             Some(b) => {
@@ -81,10 +86,9 @@ impl FrozenLinear {
         };
         debug_assert_eq!(x_dims.iter().product::<usize>(), m * k);
         // W is [n, k] with arbitrary strides; Wᵀ[i, o] = W[o, i] gives the rhs strides.
-        let (w_rs, w_cs) = (wl.stride()[0] as isize, wl.stride()[1] as isize);
         // SAFETY: x is m×k row-major (contiguous), W spans n×k under its own layout, dst is
         // m×n row-major and ours alone.
-        unsafe {
+        self.with_weight(|w: &[T], w_rs, w_cs| unsafe {
             gemm_on_pool(
                 m,
                 n,
@@ -94,7 +98,7 @@ impl FrozenLinear {
                 Operand { ptr: x.as_ptr(), row_stride: k as isize, col_stride: 1 },
                 Operand { ptr: w.as_ptr(), row_stride: w_cs, col_stride: w_rs },
             )
-        };
+        })?;
         Ok(dst)
     }
 }
@@ -112,13 +116,9 @@ impl FrozenLinear {
             }
             None => vec![0f32; m * n],
         };
-        let (ws, wl) = self.weight.storage_and_layout();
-        let (rs, cs) = (wl.stride()[0] as isize, wl.stride()[1] as isize);
-        let Storage::Cpu(w) = &*ws else { bail!("frozen_linear: weight is not on the cpu") };
-        let w = &w.as_slice::<H>()?[wl.start_offset()..];
         // Wᵀ[i, o] = W[o, i].
         // SAFETY: x32 is m×k row-major, W spans n×k under its strides, dst is m×n and ours.
-        unsafe {
+        self.with_weight(|w: &[H], rs, cs| unsafe {
             gemm_on_pool_widening(
                 m,
                 n,
@@ -128,7 +128,7 @@ impl FrozenLinear {
                 Operand { ptr: x32.as_ptr(), row_stride: k as isize, col_stride: 1 },
                 Operand { ptr: w.as_ptr(), row_stride: cs, col_stride: rs },
             )
-        };
+        })?;
         Ok(narrow_all(&dst))
     }
 
@@ -138,12 +138,8 @@ impl FrozenLinear {
         let rows = grad.len() / n;
         let g32 = widen_all(grad);
         let mut dst = vec![0f32; rows * k];
-        let (ws, wl) = self.weight.storage_and_layout();
-        let (rs, cs) = (wl.stride()[0] as isize, wl.stride()[1] as isize);
-        let Storage::Cpu(w) = &*ws else { bail!("frozen_linear: weight is not on the cpu") };
-        let w = &w.as_slice::<H>()?[wl.start_offset()..];
         // SAFETY: g32 is rows×n row-major, W spans n×k under its strides, dst is rows×k and ours.
-        unsafe {
+        self.with_weight(|w: &[H], rs, cs| unsafe {
             gemm_on_pool_widening(
                 rows,
                 k,
@@ -153,7 +149,7 @@ impl FrozenLinear {
                 Operand { ptr: g32.as_ptr(), row_stride: n as isize, col_stride: 1 },
                 Operand { ptr: w.as_ptr(), row_stride: rs, col_stride: cs },
             )
-        };
+        })?;
         Ok(narrow_all(&dst))
     }
 }
@@ -163,12 +159,9 @@ impl FrozenLinear {
     fn input_grad<T: Real>(&self, grad: &[T]) -> Result<Vec<T>> {
         let (n, k) = self.weight.dims2()?;
         let rows = grad.len() / n;
-        let (ws, wl) = self.weight.storage_and_layout();
-        let Storage::Cpu(w) = &*ws else { bail!("frozen_linear: weight is not on the cpu") };
-        let w = &w.as_slice::<T>()?[wl.start_offset()..];
         let mut dst = vec![T::zero(); rows * k];
         // SAFETY: grad is rows×n row-major, W spans n×k under its layout, dst is rows×k and ours.
-        unsafe {
+        self.with_weight(|w: &[T], rs, cs| unsafe {
             gemm_on_pool(
                 rows,
                 k,
@@ -176,9 +169,9 @@ impl FrozenLinear {
                 dst.as_mut_ptr(),
                 false,
                 Operand { ptr: grad.as_ptr(), row_stride: n as isize, col_stride: 1 },
-                Operand { ptr: w.as_ptr(), row_stride: wl.stride()[0] as isize, col_stride: wl.stride()[1] as isize },
+                Operand { ptr: w.as_ptr(), row_stride: rs, col_stride: cs },
             )
-        };
+        })?;
         Ok(dst)
     }
 }

@@ -7,8 +7,7 @@
 //! f64 uses libm's `erf` (exact to the last bits), so the f64 gradient checks still test
 //! this op's formulas.
 
-use super::kernels::{exp_f32, par_rows, Real};
-use super::pool_gemm::{narrow_all, widen_all};
+use super::kernels::{exp_f32, narrow_all, par_rows, widen_all, Real};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 /// `0.5·x·(1 + erf(x/√2))`, differentiable. Falls back to candle's `gelu_erf` off the CPU

@@ -1,7 +1,55 @@
-//! Row kernels shared by the fused ops: a small float trait for f32/f64, a SIMD `exp`,
-//! vectorisable row reductions and a row-parallel driver on candle's worker pool.
+//! Row kernels shared by the fused ops: a small float trait for f32/f64, the 16-bit types
+//! widened to f32 and back, a SIMD `exp`, vectorisable row reductions, a row-parallel driver
+//! on candle's worker pool, and the slice view of an op's constant tensor.
 
-use candle_core::WithDType;
+use candle_core::{bail, Layout, Result, Storage, WithDType};
+
+/// A contiguous cpu tensor held by an op (a norm's scale, RoPE's tables) as a slice; `what`
+/// names it in errors.
+pub(crate) fn cpu_slice<'a, T: WithDType>(s: &'a Storage, l: &Layout, what: &str) -> Result<&'a [T]> {
+    let Storage::Cpu(c) = s else { bail!("{what} is not on the cpu") };
+    let Some((lo, hi)) = l.contiguous_offsets() else { bail!("{what} is not contiguous") };
+    Ok(&c.as_slice::<T>()?[lo..hi])
+}
+
+/// A 16-bit float that widens exactly to f32: the storage types of a bf16/f16 frozen base,
+/// whose fused ops compute in f32 and round once at the end.
+pub(crate) trait Half: candle_core::WithDType + Send + Sync {
+    fn widen(self) -> f32;
+    /// Round to nearest even.
+    fn narrow(x: f32) -> Self;
+}
+
+impl Half for half::bf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+    #[inline(always)]
+    fn narrow(x: f32) -> Self {
+        half::bf16::from_f32(x)
+    }
+}
+
+impl Half for half::f16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+    #[inline(always)]
+    fn narrow(x: f32) -> Self {
+        half::f16::from_f32(x)
+    }
+}
+
+pub(crate) fn widen_all<H: Half>(v: &[H]) -> Vec<f32> {
+    v.iter().map(|x| x.widen()).collect()
+}
+
+pub(crate) fn narrow_all<H: Half>(v: &[f32]) -> Vec<H> {
+    v.iter().map(|&x| H::narrow(x)).collect()
+}
+
 
 /// The float types the fused CPU kernels handle (f32, f64). Other dtypes take the slow path.
 pub(crate) trait Real: WithDType {

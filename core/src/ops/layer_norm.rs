@@ -12,9 +12,8 @@
 //! The backward recomputes `μ` and `r` from `x` (two cheap passes over a row in cache)
 //! rather than carrying per-row state between the passes.
 
-use super::kernels::{par_rows, sum_by, Real};
-use super::pool_gemm::{narrow_all, widen_all, Half};
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
+use super::kernels::{cpu_slice, narrow_all, par_rows, sum_by, widen_all, Half, Real};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 
 /// `LayerNorm(x)` over the last dim with frozen `gamma`, `beta` (`[d]`), differentiable with
 /// respect to `x` only.
@@ -41,11 +40,9 @@ fn fused_applies(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> bool {
         && frozen(beta)
 }
 
-/// A contiguous rank-1 cpu tensor as a slice.
-fn vector<'a, T: Real>(s: &'a Storage, l: &Layout) -> Result<&'a [T]> {
-    let Storage::Cpu(c) = s else { bail!("layer_norm: parameter is not on the cpu") };
-    let Some((lo, hi)) = l.contiguous_offsets() else { bail!("layer_norm: parameter is not contiguous") };
-    Ok(&c.as_slice::<T>()?[lo..hi])
+/// A LayerNorm parameter (γ or β) as a slice.
+fn vector<'a, T: WithDType>(s: &'a Storage, l: &Layout) -> Result<&'a [T]> {
+    cpu_slice(s, l, "layer_norm: a parameter")
 }
 
 /// `(μ, 1/√(σ²+ε))` of one row.
@@ -76,16 +73,9 @@ impl LayerNorm {
     fn fwd_half<H: Half>(&self, x: &[H], d: usize) -> Result<Vec<H>> {
         let (gs, gl) = self.gamma.storage_and_layout();
         let (bs, bl) = self.beta.storage_and_layout();
-        let (g, b) = (widen_all(half_vector::<H>(&gs, gl)?), widen_all(half_vector::<H>(&bs, bl)?));
+        let (g, b) = (widen_all(vector::<H>(&gs, gl)?), widen_all(vector::<H>(&bs, bl)?));
         Ok(narrow_all(&layer_norm_rows(&widen_all(x), &g, &b, d, self.eps as f32)))
     }
-}
-
-/// A contiguous rank-1 cpu tensor of a 16-bit dtype as a slice.
-fn half_vector<'a, H: Half>(s: &'a Storage, l: &Layout) -> Result<&'a [H]> {
-    let Storage::Cpu(c) = s else { bail!("layer_norm: parameter is not on the cpu") };
-    let Some((lo, hi)) = l.contiguous_offsets() else { bail!("layer_norm: parameter is not contiguous") };
-    Ok(&c.as_slice::<H>()?[lo..hi])
 }
 
 fn layer_norm_rows<T: Real>(x: &[T], g: &[T], b: &[T], d: usize, eps: T) -> Vec<T> {
@@ -140,7 +130,7 @@ impl LayerNormBwd {
 
     fn run_half<H: Half>(&self, x: &[H], dy: &[H], d: usize) -> Result<Vec<H>> {
         let (gs, gl) = self.gamma.storage_and_layout();
-        let g = widen_all(half_vector::<H>(&gs, gl)?);
+        let g = widen_all(vector::<H>(&gs, gl)?);
         Ok(narrow_all(&layer_norm_grad_rows(&widen_all(x), &widen_all(dy), &g, d, self.eps as f32)))
     }
 }

@@ -9,7 +9,7 @@
 //! Splitting by columns also gives each thread its own half of the weight, which is what a
 //! small batch reads most.
 
-use super::kernels::Real;
+use super::kernels::{Half, Real};
 
 /// Columns are split at multiples of this: gemm-f32's AVX-512 microkernel covers 64 rows of
 /// its (transposed) output at a time, so smaller pieces would leave it partly idle.
@@ -87,44 +87,6 @@ fn on_column_parts(n: usize, macs: usize, part: impl Fn(usize, usize) + Sync) {
             }
         }
     });
-}
-
-/// A 16-bit float that widens exactly to f32: the storage types of a bf16/f16 frozen base,
-/// whose fused ops compute in f32 and round once at the end.
-pub(crate) trait Half: candle_core::WithDType + Send + Sync {
-    fn widen(self) -> f32;
-    /// Round to nearest even.
-    fn narrow(x: f32) -> Self;
-}
-
-impl Half for half::bf16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-    #[inline(always)]
-    fn narrow(x: f32) -> Self {
-        half::bf16::from_f32(x)
-    }
-}
-
-impl Half for half::f16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-    #[inline(always)]
-    fn narrow(x: f32) -> Self {
-        half::f16::from_f32(x)
-    }
-}
-
-pub(crate) fn widen_all<H: Half>(v: &[H]) -> Vec<f32> {
-    v.iter().map(|x| x.widen()).collect()
-}
-
-pub(crate) fn narrow_all<H: Half>(v: &[f32]) -> Vec<H> {
-    v.iter().map(|&x| H::narrow(x)).collect()
 }
 
 /// Columns and inner rows of the 16-bit operand widened at a time: 512 × 1024 f32 is 2 MiB

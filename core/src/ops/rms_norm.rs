@@ -14,8 +14,7 @@
 //! then scaled (rounded again), as transformers' `LlamaRMSNorm` computes a 16-bit model: a
 //! 16-bit mean of thousands of squares would keep few of its bits.
 
-use super::kernels::{par_rows, sum_by, Real};
-use super::pool_gemm::{narrow_all, widen_all, Half};
+use super::kernels::{cpu_slice, narrow_all, par_rows, sum_by, widen_all, Half, Real};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, D};
 
 /// `RMSNorm(x)·w` over the last dim with a frozen `w` (`[d]`), differentiable with respect to
@@ -55,11 +54,9 @@ fn fused_applies(x: &Tensor, w: &Tensor) -> bool {
         && w.dims() == [d]
 }
 
-/// A contiguous rank-1 cpu tensor as a slice.
+/// The scale as a slice.
 fn vector<'a, T: candle_core::WithDType>(s: &'a Storage, l: &Layout) -> Result<&'a [T]> {
-    let Storage::Cpu(c) = s else { bail!("rms_norm: the scale is not on the cpu") };
-    let Some((lo, hi)) = l.contiguous_offsets() else { bail!("rms_norm: the scale is not contiguous") };
-    Ok(&c.as_slice::<T>()?[lo..hi])
+    cpu_slice(s, l, "rms_norm: the scale")
 }
 
 /// `1/√(Σx²/d + ε)` of one row.

@@ -12,8 +12,7 @@
 //! 16-bit inputs are computed in f32 with torch's roundings for a 16-bit model: each product
 //! rounded, then their sum.
 
-use super::kernels::{par_rows, Real};
-use super::pool_gemm::{narrow_all, widen_all, Half};
+use super::kernels::{cpu_slice, narrow_all, par_rows, widen_all, Half, Real};
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor};
 
 /// Rotate `x` `[batch, heads, seq, head_dim]` by the tables `cos`, `sin` `[seq, head_dim]`
@@ -81,11 +80,9 @@ fn backward<T: Real>(g: &[T], cos: &[T], sin: &[T], seq: usize, hd: usize) -> Ve
     dx
 }
 
-/// A contiguous cpu tensor as a slice.
+/// A table as a slice.
 fn slice<'a, T: candle_core::WithDType>(s: &'a Storage, l: &Layout) -> Result<&'a [T]> {
-    let Storage::Cpu(c) = s else { bail!("rope: the tables are not on the cpu") };
-    let Some((lo, hi)) = l.contiguous_offsets() else { bail!("rope: the tables are not contiguous") };
-    Ok(&c.as_slice::<T>()?[lo..hi])
+    cpu_slice(s, l, "rope: a table")
 }
 
 fn forward_half<H: Half>(x: &[H], cos: &[H], sin: &[H], seq: usize, hd: usize) -> Vec<H> {

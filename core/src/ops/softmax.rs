@@ -5,8 +5,7 @@
 //! Forward here, per row: `m = max x`, `e = exp(x − m)`, `y = e / Σe` in one buffer.
 //! Backward: `dx = y ⊙ (g − Σ(g ⊙ y))`, one op reading `y` and `g`.
 
-use super::kernels::{max_of, par_rows, sum_by, Real};
-use super::pool_gemm::{narrow_all, widen_all};
+use super::kernels::{max_of, narrow_all, par_rows, sum_by, widen_all, Real};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
 /// Softmax over the last dim, differentiable.

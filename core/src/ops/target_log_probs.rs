@@ -10,8 +10,7 @@
 //! bf16/f16 logits are widened and scored in f32 (a 16-bit normaliser over a vocabulary
 //! would keep few bits): the result is f32, and the gradient is rounded to the logits' dtype.
 
-use super::kernels::{max_of, par_rows, sum_by, Real};
-use super::pool_gemm::{narrow_all, widen_all};
+use super::kernels::{max_of, narrow_all, par_rows, sum_by, widen_all, Real};
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
 
 /// `[rows]` log-probabilities of `targets[r]` under `softmax(logits[r])`, for `logits`
