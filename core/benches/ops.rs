@@ -201,4 +201,37 @@ fn main() {
         let y = p.softmax(&sc).unwrap();
         std::hint::black_box(y.mul(&probe_s).unwrap().sum_all().unwrap().backward().unwrap());
     });
+
+    println!("frozen linear maps, f32 against bf16 (AVX512-BF16 here: {})", ops::bf16_native());
+    for (rows, inp, out) in [(BATCH * SEQ, D_MODEL, INTER), (BATCH * SEQ, INTER, D_MODEL), (1024, 2048, 8192), (1024, 8192, 2048)] {
+        bench_dtypes(&mut rng, runs.min(10), rows, inp, out);
+    }
+}
+
+/// A frozen linear map's forward at one shape, f32 against bf16 (the
+/// AVX512-BF16 kernel where the CPU has it, else widening to f32), in GFLOP/s.
+fn bench_dtypes(rng: &mut SeededRng, runs: usize, rows: usize, inp: usize, out: usize) {
+    let dev = Device::Cpu;
+    let w32 = rng.normal((out, inp), 0.05, DType::F32, &dev).unwrap();
+    let x32 = rng.normal((rows, inp), 1.0, DType::F32, &dev).unwrap();
+    let flops = 2.0 * (rows * inp * out) as f64;
+    let mut line = format!("linear {inp}->{out} [{rows} rows]");
+    for dt in [DType::F32, DType::BF16] {
+        // Weights in gemm layout ([in, out] storage), as the backbones hold them.
+        let w = w32.to_dtype(dt).unwrap().t().unwrap().contiguous().unwrap().t().unwrap();
+        let x = x32.to_dtype(dt).unwrap();
+        let time = |f: &dyn Fn()| {
+            f();
+            median_ms((0..runs).map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            }).collect())
+        };
+        let fwd = time(&|| {
+            std::hint::black_box(ops::frozen_linear(&x, &w, None).unwrap());
+        });
+        line += &format!("  {dt:?}: {fwd:.2} ms ({:.0} GFLOP/s)", flops / fwd / 1e6);
+    }
+    println!("{line}");
 }

@@ -2,6 +2,8 @@
 //!
 //!   cargo bench --bench train                 # every figure, each in its own process
 //!   cargo bench --bench train -- step         # one figure: step | step-cached | step-lora | step-causal | forward | run
+//!   cargo bench --bench train -- step bf16    # step, step-cached, step-lora, forward with a bf16 (or f16) base
+//!   cargo bench --bench train -- run configs/loreft_glue.yaml 1 model.dtype=bf16   # a recipe, epochs, --set overrides
 //!   cargo bench --bench train -- step-llm DIR [f32|bf16] [UPDATES]   # Llama-3.2-1B shape (tests/reference/llama_1b_shape.py); the first update is warm-up
 //!
 //! Each figure runs in a fresh process so its peak RSS (VmHWM) is its own. Times are
@@ -38,18 +40,30 @@ struct Setup {
     head: ClassifierHead,
 }
 
-fn setup(recipe: &str) -> Setup {
+/// `recipe`'s model with its frozen base in `base` (interventions and head stay f32, as
+/// `model.dtype` has them).
+fn setup(recipe: &str, base: DType) -> Setup {
     let plan = Plan::new(LoadedRecipe::load(&repo().join(recipe)).unwrap()).unwrap();
-    let backbone = model::load(&plan.model_dir, DType::F32, &Device::Cpu).unwrap();
+    let backbone = model::load(&plan.model_dir, base, &Device::Cpu).unwrap();
     let interventions = plan.build_interventions(&Device::Cpu, DType::F32, 1).unwrap();
     let head = ClassifierHead::new(384, 2, plan.recipe.recipe.task.pooling, &mut SeededRng::new(2), DType::F32, &Device::Cpu).unwrap();
     Setup { plan, backbone, interventions, head }
 }
 
+/// The base dtype a bench names (`f32`, the default, or `bf16`/`f16`).
+fn base_dtype(arg: Option<&String>) -> DType {
+    match arg.map(String::as_str) {
+        None | Some("f32") => DType::F32,
+        Some("bf16") => DType::BF16,
+        Some("f16") => DType::F16,
+        Some(other) => panic!("unknown base dtype {other}: f32, bf16 or f16"),
+    }
+}
+
 /// One optimiser update (forward, loss, backward, clip, AdamW) at 16 × 64 tokens of
-/// `recipe`'s interventions (`what` describes them in the output).
-fn bench_step(recipe: &str, what: &str, cached: bool) {
-    let s = setup(recipe);
+/// `recipe`'s interventions (`what` describes them in the output), the base in `base`.
+fn bench_step(recipe: &str, what: &str, cached: bool, base: DType) {
+    let s = setup(recipe, base);
     let ids = fixed_batch(16, 64);
     let batch: Batch = batch_from_ids(&ids, 0, &Device::Cpu).unwrap();
     let labels: Vec<usize> = (0..16).map(|i| i % 2).collect();
@@ -73,7 +87,7 @@ fn bench_step(recipe: &str, what: &str, cached: bool) {
     }
     let frozen = s.plan.frozen_prefix_layers();
     println!(
-        "step: median {:.4} s over {} updates (16 x 64 tokens, {what}{}), peak RSS {:.0} MB",
+        "step: median {:.4} s over {} updates (16 x 64 tokens, {what}, {base:?} base{}), peak RSS {:.0} MB",
         median(times.clone()),
         times.len(),
         if cached { format!(", layers 0-{} cached", frozen.saturating_sub(1)) } else { String::new() },
@@ -82,8 +96,8 @@ fn bench_step(recipe: &str, what: &str, cached: bool) {
 }
 
 /// Batch-1, 64-token forward with the interventions, in evaluation mode.
-fn bench_forward() {
-    let s = setup("configs/loreft_r4_layers2_4.yaml");
+fn bench_forward(base: DType) {
+    let s = setup("configs/loreft_r4_layers2_4.yaml", base);
     let ids = fixed_batch(1, 64);
     let batch = batch_from_ids(&ids, 0, &Device::Cpu).unwrap();
     let model = ClassifierModel { backbone: s.backbone.as_ref(), interventions: &s.interventions, head: &s.head, dtype: DType::F32 };
@@ -97,13 +111,16 @@ fn bench_forward() {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
-    println!("forward: median {:.2} ms over {} runs (batch 1 x 64 tokens), peak RSS {:.0} MB", median(times.clone()), times.len(), peak_rss_mb());
+    println!("forward: median {:.2} ms over {} runs (batch 1 x 64 tokens, {base:?} base), peak RSS {:.0} MB", median(times.clone()), times.len(), peak_rss_mb());
 }
 
-/// A whole training run of a shipped recipe through the CLI's code path.
-fn bench_run(recipe: &str, epochs: usize) {
+/// A whole training run of a shipped recipe through the CLI's code path, with `--set`-style
+/// overrides (`model.dtype=bf16`).
+fn bench_run(recipe: &str, epochs: usize, overrides: &[String]) {
+    let mut sets = vec![format!("train.epochs={epochs}")];
+    sets.extend_from_slice(overrides);
     let plan = Plan::new(
-        LoadedRecipe::load_with_overrides(&repo().join(recipe), &[format!("train.epochs={epochs}")]).unwrap(),
+        LoadedRecipe::load_with_overrides(&repo().join(recipe), &sets).unwrap(),
     )
     .unwrap();
     let out = std::env::temp_dir().join(format!("reft-bench-run-{}", std::process::id()));
@@ -131,7 +148,8 @@ fn bench_run(recipe: &str, epochs: usize) {
         ),
     };
     println!(
-        "run {recipe} ({epochs} epoch(s)): {wall:.1} s wall, {:.1} s/epoch training, {scores}, peak RSS {:.0} MB",
+        "run {recipe} ({epochs} epoch(s){}): {wall:.1} s wall, {:.1} s/epoch training, {scores}, peak RSS {:.0} MB",
+        overrides.iter().map(|o| format!(", {o}")).collect::<String>(),
         summary.seconds_per_epoch,
         peak_rss_mb()
     );
@@ -268,9 +286,9 @@ fn main() {
     reft_core::alloc::tune_for_tensors();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     match args.first().map(String::as_str) {
-        Some("step") => bench_step(LOREFT_R4, "LoReFT r4 at layers 2,4, all positions", false),
-        Some("step-cached") => bench_step(LOREFT_R4, "LoReFT r4 at layers 2,4, all positions", true),
-        Some("step-lora") => bench_step("configs/lora_qv.yaml", "LoRA r8 on query,value of all 6 layers", false),
+        Some("step") => bench_step(LOREFT_R4, "LoReFT r4 at layers 2,4, all positions", false, base_dtype(args.get(1))),
+        Some("step-cached") => bench_step(LOREFT_R4, "LoReFT r4 at layers 2,4, all positions", true, base_dtype(args.get(1))),
+        Some("step-lora") => bench_step("configs/lora_qv.yaml", "LoRA r8 on query,value of all 6 layers", false, base_dtype(args.get(1))),
         Some("step-causal") => bench_step_causal(),
         // Not in the all-figures run: it needs a 2.5 GB model written by a script.
         Some("step-llm") => bench_step_llm(
@@ -278,8 +296,12 @@ fn main() {
             args.get(2).map_or("f32", |s| s),
             args.get(3).and_then(|n| n.parse().ok()).unwrap_or(4),
         ),
-        Some("forward") => bench_forward(),
-        Some("run") => bench_run(args.get(1).map_or("configs/loreft_r4_layers2_4.yaml", |s| s), args.get(2).and_then(|e| e.parse().ok()).unwrap_or(1)),
+        Some("forward") => bench_forward(base_dtype(args.get(1))),
+        Some("run") => bench_run(
+            args.get(1).map_or("configs/loreft_r4_layers2_4.yaml", |s| s),
+            args.get(2).and_then(|e| e.parse().ok()).unwrap_or(1),
+            args.get(3..).unwrap_or_default(),
+        ),
         _ => {
             // Each figure in a fresh process, for its own peak RSS.
             let me = std::env::current_exe().unwrap();

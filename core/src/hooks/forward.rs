@@ -19,6 +19,12 @@ pub trait Hooks {
     fn first_token_suffices(&self, _layer: usize) -> bool {
         false
     }
+    /// Whether nothing inside layer `layer` is hooked (hooks at its `block_input` and
+    /// `block_output` may exist), so the backbone may compute the layer as one fused op
+    /// that calls no hook in between. The default answers no: every inner hook is called.
+    fn inside_untouched(&self, _layer: usize) -> bool {
+        false
+    }
 }
 
 /// The unmodified model.
@@ -32,6 +38,9 @@ impl Hooks for NoHooks {
         Ok(y)
     }
     fn first_token_suffices(&self, _: usize) -> bool {
+        true
+    }
+    fn inside_untouched(&self, _: usize) -> bool {
         true
     }
 }

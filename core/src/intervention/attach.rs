@@ -208,5 +208,10 @@ impl Hooks for BatchHooks<'_> {
     fn first_token_suffices(&self, layer: usize) -> bool {
         !self.by_site.keys().any(|site| site.layer == Some(layer) && site.component == crate::hooks::Component::BlockInput)
     }
+
+    fn inside_untouched(&self, layer: usize) -> bool {
+        use crate::hooks::Component::{BlockInput, BlockOutput};
+        !self.by_site.keys().any(|site| site.layer == Some(layer) && !matches!(site.component, BlockInput | BlockOutput))
+    }
 }
 

@@ -11,7 +11,8 @@
 //! that hands the value back would cost an extra copy of the output, since a `CustomOp1`
 //! must return owned storage; computing the value inside the op avoids it.)
 
-use super::kernels::{narrow_all, widen_all, Half, Real};
+use super::bf16_gemm;
+use super::kernels::{narrow_all, par_rows, widen_all, Half, Real};
 use super::pool_gemm::{gemm_on_pool, gemm_on_pool_widening, Operand};
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 
@@ -51,9 +52,9 @@ fn fused_applies(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
         && b.is_none_or(|b| frozen(b) && b.dims() == [w.dims()[0]])
 }
 
-struct FrozenLinear {
-    weight: Tensor,
-    bias: Option<Tensor>,
+pub(crate) struct FrozenLinear {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Option<Tensor>,
 }
 
 impl FrozenLinear {
@@ -65,7 +66,7 @@ impl FrozenLinear {
         Ok(f(w, wl.stride()[0] as isize, wl.stride()[1] as isize))
     }
 
-    fn affine<T: Real>(&self, x: &[T], x_dims: &[usize]) -> Result<Vec<T>> {
+    pub(crate) fn affine<T: Real>(&self, x: &[T], x_dims: &[usize]) -> Result<Vec<T>> {
         let (n, k) = self.weight.dims2()?;
         let m = x.len() / k;
         let mut dst = Vec::with_capacity(m * n);
@@ -105,58 +106,91 @@ impl FrozenLinear {
 
 impl FrozenLinear {
     /// `x Wᵀ + b` for 16-bit `x`, `W`, `b`: f32 accumulation, one rounding at the end.
-    fn affine_half<H: Half>(&self, x: &[H]) -> Result<Vec<H>> {
+    pub(crate) fn affine_half<H: Half>(&self, x: &[H]) -> Result<Vec<H>> {
         let (n, k) = self.weight.dims2()?;
         let m = x.len() / k;
-        let x32 = widen_all(x);
-        let mut dst = match &self.bias {
-            Some(b) => {
-                let b32 = widen_all(&b.flatten_all()?.to_vec1::<H>()?);
-                b32.iter().copied().cycle().take(m * n).collect()
-            }
-            None => vec![0f32; m * n],
+        let bias = match &self.bias {
+            Some(b) => Some(widen_all(&b.flatten_all()?.to_vec1::<H>()?)),
+            None => None,
         };
         // Wᵀ[i, o] = W[o, i].
-        // SAFETY: x32 is m×k row-major, W spans n×k under its strides, dst is m×n and ours.
-        self.with_weight(|w: &[H], rs, cs| unsafe {
-            gemm_on_pool_widening(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                self.bias.is_some(),
-                Operand { ptr: x32.as_ptr(), row_stride: k as isize, col_stride: 1 },
-                Operand { ptr: w.as_ptr(), row_stride: cs, col_stride: rs },
-            )
-        })?;
-        Ok(narrow_all(&dst))
+        Ok(narrow_all(&self.half_product(m, n, k, x, bias.as_deref(), true)?))
     }
 
     /// `grad_y · W` for 16-bit `grad_y` `[rows, n]`: f32 accumulation, one rounding.
-    fn input_grad_half<H: Half>(&self, grad: &[H]) -> Result<Vec<H>> {
+    pub(crate) fn input_grad_half<H: Half>(&self, grad: &[H]) -> Result<Vec<H>> {
         let (n, k) = self.weight.dims2()?;
-        let rows = grad.len() / n;
-        let g32 = widen_all(grad);
-        let mut dst = vec![0f32; rows * k];
-        // SAFETY: g32 is rows×n row-major, W spans n×k under its strides, dst is rows×k and ours.
-        self.with_weight(|w: &[H], rs, cs| unsafe {
-            gemm_on_pool_widening(
-                rows,
-                k,
-                n,
-                dst.as_mut_ptr(),
-                false,
-                Operand { ptr: g32.as_ptr(), row_stride: n as isize, col_stride: 1 },
-                Operand { ptr: w.as_ptr(), row_stride: rs, col_stride: cs },
-            )
+        Ok(narrow_all(&self.half_product(grad.len() / n, k, n, grad, None, false)?))
+    }
+
+    /// `lhs · R (+ bias on every row)` in f32 for a 16-bit `lhs` `[m, inner]` (row-major) and
+    /// `R` the weight, transposed (`Wᵀ`, `[k, n]`) or as stored (`W`, `[n, k]`). bf16 on a
+    /// CPU with AVX512-BF16 multiplies bf16 pairs natively (`bf16_gemm`); otherwise both
+    /// operands widen to f32 (exactly) and an f32 gemm accumulates.
+    #[allow(clippy::too_many_arguments)]
+    fn half_product<H: Half>(&self, m: usize, n: usize, inner: usize, lhs: &[H], bias: Option<&[f32]>, transposed: bool) -> Result<Vec<f32>> {
+        debug_assert_eq!(lhs.len(), m * inner);
+        let mut dst: Vec<f32> = Vec::with_capacity(m * n);
+        let accumulate = match bias {
+            Some(b) => {
+                dst.resize(m * n, 0.0);
+                par_rows(&mut dst, n, |_, rows| rows.chunks_exact_mut(n).for_each(|r| r.copy_from_slice(b)));
+                true
+            }
+            // An empty product writes nothing: zeros. Otherwise the gemm writes every element
+            // and the buffer needs no zeroing first.
+            None if inner == 0 => {
+                dst.resize(m * n, 0.0);
+                true
+            }
+            None => false,
+        };
+        let out = dst.spare_capacity_mut().as_mut_ptr() as *mut f32;
+        let out = if accumulate { dst.as_mut_ptr() } else { out };
+        self.with_weight(|w: &[H], rs, cs| {
+            let (rrs, rcs) = if transposed { (cs, rs) } else { (rs, cs) };
+            #[cfg(target_arch = "x86_64")]
+            if let (Some(lhs), Some(w)) = (H::as_bf16(lhs), H::as_bf16(w)) {
+                if bf16_gemm::available() {
+                    // SAFETY: available() holds; lhs is m×inner row-major, W spans its
+                    // layout (read as inner×n under rrs/rcs), out has room for m×n and is ours.
+                    unsafe {
+                        bf16_gemm::gemm_bf16(
+                            m,
+                            n,
+                            inner,
+                            out,
+                            accumulate,
+                            Operand { ptr: lhs.as_ptr(), row_stride: inner as isize, col_stride: 1 },
+                            Operand { ptr: w.as_ptr(), row_stride: rrs, col_stride: rcs },
+                        )
+                    };
+                    return;
+                }
+            }
+            let lhs32 = widen_all(lhs);
+            // SAFETY: as above, for the widened lhs.
+            unsafe {
+                gemm_on_pool_widening(
+                    m,
+                    n,
+                    inner,
+                    out,
+                    accumulate,
+                    Operand { ptr: lhs32.as_ptr(), row_stride: inner as isize, col_stride: 1 },
+                    Operand { ptr: w.as_ptr(), row_stride: rrs, col_stride: rcs },
+                )
+            }
         })?;
-        Ok(narrow_all(&dst))
+        // SAFETY: the product wrote all m×n elements (or they were filled above).
+        unsafe { dst.set_len(m * n) };
+        Ok(dst)
     }
 }
 
 impl FrozenLinear {
     /// `grad_y · W` for `grad_y` `[rows, n]` row-major: `[rows, k]` row-major.
-    fn input_grad<T: Real>(&self, grad: &[T]) -> Result<Vec<T>> {
+    pub(crate) fn input_grad<T: Real>(&self, grad: &[T]) -> Result<Vec<T>> {
         let (n, k) = self.weight.dims2()?;
         let rows = grad.len() / n;
         let mut dst = vec![T::zero(); rows * k];

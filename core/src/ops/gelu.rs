@@ -7,7 +7,7 @@
 //! f64 uses libm's `erf` (exact to the last bits), so the f64 gradient checks still test
 //! this op's formulas.
 
-use super::kernels::{exp_f32, narrow_all, par_rows, widen_all, Real};
+use super::kernels::{exp_f32, narrow_all, par_chunks, widen_all, Real};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 /// `0.5·x·(1 + erf(x/√2))`, differentiable. Falls back to candle's `gelu_erf` off the CPU
@@ -59,19 +59,6 @@ impl GeluReal for f64 {
     fn pdf(self) -> Self {
         0.398_942_280_401_432_7 * (-0.5 * self * self).exp()
     }
-}
-
-/// Elements per parallel work item (a "row" for `par_rows`): long enough to vectorise.
-const CHUNK: usize = 4096;
-
-/// `out = f(start, out_chunk)` over `out` in parallel chunks (the tail chunk on this thread).
-fn par_chunks<T: Send + Copy + Default>(n: usize, f: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
-    let mut out = vec![T::default(); n];
-    let whole = n / CHUNK * CHUNK;
-    let (head, tail) = out.split_at_mut(whole);
-    par_rows(head, CHUNK, |row0, ys| f(row0 * CHUNK, ys));
-    f(whole, tail);
-    out
 }
 
 #[inline(always)]
@@ -145,12 +132,12 @@ unsafe fn gelu_bwd_f32_avx2(x: &[f32], g: &[f32], dx: &mut [f32]) {
 }
 
 /// `gelu(x)` of a whole f32 slice, in parallel.
-fn gelu_f32(x: &[f32]) -> Vec<f32> {
+pub(crate) fn gelu_f32(x: &[f32]) -> Vec<f32> {
     par_chunks(x.len(), |at, y| gelu_fwd_f32(&x[at..at + y.len()], y))
 }
 
 /// `g · gelu'(x)` of whole f32 slices, in parallel.
-fn gelu_grad_f32(x: &[f32], g: &[f32]) -> Vec<f32> {
+pub(crate) fn gelu_grad_f32(x: &[f32], g: &[f32]) -> Vec<f32> {
     par_chunks(x.len(), |at, dx| {
         let n = dx.len();
         gelu_bwd_f32(&x[at..at + n], &g[at..at + n], dx)

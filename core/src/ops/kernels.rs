@@ -14,10 +14,12 @@ pub(crate) fn cpu_slice<'a, T: WithDType>(s: &'a Storage, l: &Layout, what: &str
 
 /// A 16-bit float that widens exactly to f32: the storage types of a bf16/f16 frozen base,
 /// whose fused ops compute in f32 and round once at the end.
-pub(crate) trait Half: candle_core::WithDType + Send + Sync {
+pub(crate) trait Half: candle_core::WithDType + Default + Send + Sync {
     fn widen(self) -> f32;
     /// Round to nearest even.
     fn narrow(x: f32) -> Self;
+    /// The slice as bf16, for kernels only bf16 has (the AVX512-BF16 gemm); None for f16.
+    fn as_bf16(v: &[Self]) -> Option<&[half::bf16]>;
 }
 
 impl Half for half::bf16 {
@@ -25,9 +27,19 @@ impl Half for half::bf16 {
     fn widen(self) -> f32 {
         self.to_f32()
     }
+    /// half's `from_f32` with the NaN test as a select instead of a branch, so that whole
+    /// slices vectorise: round to nearest even by adding 0x7fff plus the kept part's lowest
+    /// bit (a carry into the exponent rounds up to the next binade or to infinity, as it
+    /// should); a NaN keeps its sign and top payload bits, made quiet.
     #[inline(always)]
     fn narrow(x: f32) -> Self {
-        half::bf16::from_f32(x)
+        let b = x.to_bits();
+        let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+        let quiet_nan = ((b >> 16) as u16) | 0x40;
+        half::bf16::from_bits(if x.is_nan() { quiet_nan } else { rounded })
+    }
+    fn as_bf16(v: &[Self]) -> Option<&[half::bf16]> {
+        Some(v)
     }
 }
 
@@ -40,14 +52,41 @@ impl Half for half::f16 {
     fn narrow(x: f32) -> Self {
         half::f16::from_f32(x)
     }
+    fn as_bf16(_: &[Self]) -> Option<&[half::bf16]> {
+        None
+    }
 }
 
+/// Every element widened to f32, in parallel chunks.
 pub(crate) fn widen_all<H: Half>(v: &[H]) -> Vec<f32> {
-    v.iter().map(|x| x.widen()).collect()
+    par_chunks(v.len(), |at, out| {
+        for (o, x) in out.iter_mut().zip(&v[at..]) {
+            *o = x.widen();
+        }
+    })
 }
 
+/// Every element rounded to `H`, in parallel chunks.
 pub(crate) fn narrow_all<H: Half>(v: &[f32]) -> Vec<H> {
-    v.iter().map(|&x| H::narrow(x)).collect()
+    par_chunks(v.len(), |at, out| {
+        for (o, &x) in out.iter_mut().zip(&v[at..]) {
+            *o = H::narrow(x);
+        }
+    })
+}
+
+/// Elements per parallel work item of [`par_chunks`]: long enough to vectorise.
+const CHUNK: usize = 4096;
+
+/// A new `Vec` of `n` elements filled by `f(start, chunk)` over disjoint chunks in parallel
+/// (the ragged tail on this thread).
+pub(crate) fn par_chunks<T: Send + Copy + Default>(n: usize, f: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
+    let mut out = vec![T::default(); n];
+    let whole = n / CHUNK * CHUNK;
+    let (head, tail) = out.split_at_mut(whole);
+    par_rows(head, CHUNK, |row0, ys| f(row0 * CHUNK, ys));
+    f(whole, tail);
+    out
 }
 
 
@@ -230,6 +269,16 @@ pub(crate) fn par_rows<T: Send>(dst: &mut [T], row_len: usize, work: impl Fn(usi
     });
 }
 
+/// `task(i)` for every `i` in `0..n`, each once, spread over candle's worker pool.
+pub(crate) fn par_for(n: usize, task: impl Fn(usize) + Sync) {
+    let pool = candle_core::utils::barrier_pool();
+    if n < 2 || pool.n_workers() == 0 {
+        (0..n).for_each(task);
+        return;
+    }
+    pool.execute_chunked(n, |range| range.for_each(&task));
+}
+
 /// The output buffer, shared with the pool's workers, each of which writes its own rows.
 struct RowsPtr<T>(*mut T);
 // SAFETY: only used by `par_rows`, whose workers write disjoint rows.
@@ -245,6 +294,19 @@ impl<T> RowsPtr<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The select-based bf16 rounding equals half's on every sign, exponent (subnormals,
+    /// infinities, NaNs) and the mantissa patterns around each rounding tie.
+    #[test]
+    fn bf16_narrow_equals_half() {
+        for hi in 0u32..=0x1ff {
+            for lo in [0u32, 1, 0x7fff, 0x8000, 0x8001, 0xffff, 0x1_7fff, 0x1_8000, 0x7f_ffff, 0x40_0000, 0x12_3456] {
+                let bits = (hi << 23) | (lo & 0x7f_ffff);
+                let x = f32::from_bits(bits);
+                assert_eq!(<half::bf16 as Half>::narrow(x).to_bits(), half::bf16::from_f32(x).to_bits(), "{bits:#010x}");
+            }
+        }
+    }
 
     #[test]
     fn par_rows_covers_every_row_once() {

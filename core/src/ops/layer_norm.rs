@@ -78,7 +78,7 @@ impl LayerNorm {
     }
 }
 
-fn layer_norm_rows<T: Real>(x: &[T], g: &[T], b: &[T], d: usize, eps: T) -> Vec<T> {
+pub(crate) fn layer_norm_rows<T: Real>(x: &[T], g: &[T], b: &[T], d: usize, eps: T) -> Vec<T> {
     let mut y = vec![T::zero(); x.len()];
     par_rows(&mut y, d, |row0, ys| {
         for (r, yr) in ys.chunks_exact_mut(d).enumerate() {
@@ -135,7 +135,7 @@ impl LayerNormBwd {
     }
 }
 
-fn layer_norm_grad_rows<T: Real>(x: &[T], dy: &[T], g: &[T], d: usize, eps: T) -> Vec<T> {
+pub(crate) fn layer_norm_grad_rows<T: Real>(x: &[T], dy: &[T], g: &[T], d: usize, eps: T) -> Vec<T> {
     let n = T::from_f64(d as f64);
     let mut dx = vec![T::zero(); x.len()];
     par_rows(&mut dx, d, |row0, dxs| {

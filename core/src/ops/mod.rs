@@ -13,6 +13,8 @@
 //! themselves trainable) the function falls back to the general differentiable path, so the
 //! answer is never wrong, only sometimes slower.
 
+mod bf16_gemm;
+mod encoder_layer;
 mod frozen_linear;
 mod gelu;
 mod kernels;
@@ -23,6 +25,8 @@ mod rope;
 mod softmax;
 mod target_log_probs;
 
+pub use bf16_gemm::available as bf16_native;
+pub use encoder_layer::{encoder_layer, encoder_layer_applies, EncoderLayerWeights, FrozenAffine, FrozenNorm};
 pub use frozen_linear::{frozen_linear, linear};
 pub use gelu::gelu_erf;
 pub use layer_norm::frozen_layer_norm;

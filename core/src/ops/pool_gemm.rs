@@ -66,7 +66,7 @@ pub(crate) unsafe fn gemm_on_pool<T: Real>(m: usize, n: usize, k: usize, dst: *m
 
 /// Run `part(c0, c1)` over disjoint column ranges covering `0..n` on candle's barrier pool
 /// (one range, on this thread, when the work is too small to share).
-fn on_column_parts(n: usize, macs: usize, part: impl Fn(usize, usize) + Sync) {
+pub(crate) fn on_column_parts(n: usize, macs: usize, part: impl Fn(usize, usize) + Sync) {
     let pool = candle_core::utils::barrier_pool();
     let threads = pool.n_workers() + 1;
     let blocks = n.div_ceil(COLUMN_ALIGN);
@@ -162,12 +162,12 @@ pub(crate) unsafe fn gemm_on_pool_widening<H: Half>(m: usize, n: usize, k: usize
 }
 
 /// The output buffer, shared with the pool's workers, each of which writes its own columns.
-struct SharedPtr<T>(*mut T);
-// SAFETY: only used by `gemm_on_pool`, whose parts write disjoint columns.
+pub(crate) struct SharedPtr<T>(pub(crate) *mut T);
+// SAFETY: only used by the pool gemms, whose parts write disjoint columns.
 unsafe impl<T: Send> Sync for SharedPtr<T> {}
 impl<T> SharedPtr<T> {
     /// A method, not a field access, so closures capture the whole (Sync) wrapper.
-    fn at(&self, offset: usize) -> *mut T {
+    pub(crate) fn at(&self, offset: usize) -> *mut T {
         // SAFETY: callers stay inside the buffer.
         unsafe { self.0.add(offset) }
     }

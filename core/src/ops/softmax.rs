@@ -23,7 +23,7 @@ struct Softmax;
 
 /// `v ← exp(v − max v) / Σ exp(v − max v)` for one row.
 #[inline(always)]
-fn softmax_row_in_place<T: Real>(v: &mut [T]) {
+pub(crate) fn softmax_row_in_place<T: Real>(v: &mut [T]) {
     let m = max_of(v);
     for x in v.iter_mut() {
         *x -= m;

@@ -12,6 +12,7 @@ use super::{Backbone, Batch, Hooks};
 use crate::error::{Error, Result};
 use crate::hooks::{Component, HookSurface, LinearModule, Site};
 use crate::nn::{LayerNorm, Linear};
+use crate::ops;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use std::path::Path;
@@ -415,7 +416,38 @@ impl Bert {
     /// One encoder layer with its hooks: what layer `l` writes to the residual stream.
     fn layer(&self, l: usize, h: Tensor, bias: &Tensor, hooks: &dyn Hooks) -> Result<Tensor> {
         let x = hooks.representation(Site::new(l, Component::BlockInput), h)?;
+        if hooks.inside_untouched(l) {
+            if let Some(out) = self.fused_layer(l, &x, bias)? {
+                return hooks.representation(Site::new(l, Component::BlockOutput), out);
+            }
+        }
         self.layer_after_input(l, &x, &x, bias, hooks)
+    }
+
+    /// Layer `l` as one fused op (`ops::encoder_layer`: one graph node, its own backward)
+    /// when it applies: exact GELU, frozen CPU weights in f32/bf16/f16. None otherwise.
+    fn fused_layer(&self, l: usize, x: &Tensor, bias: &Tensor) -> Result<Option<Tensor>> {
+        if matches!(self.config.hidden_act.as_str(), "relu" | "gelu_new" | "gelu_pytorch_tanh") {
+            return Ok(None);
+        }
+        let layer = &self.layers[l];
+        let affine = |f: &Linear| ops::FrozenAffine { weight: f.weight.clone(), bias: f.bias.clone() };
+        let norm = |n: &LayerNorm| ops::FrozenNorm { weight: n.weight.clone(), bias: n.bias.clone(), eps: n.eps };
+        let w = ops::EncoderLayerWeights {
+            query: affine(&layer.query),
+            key: affine(&layer.key),
+            value: affine(&layer.value),
+            attn_out: affine(&layer.attn_out),
+            attn_norm: norm(&layer.attn_norm),
+            up: affine(&layer.up),
+            down: affine(&layer.down),
+            out_norm: norm(&layer.out_norm),
+            heads: self.config.num_attention_heads,
+        };
+        if !ops::encoder_layer_applies(x, &w) {
+            return Ok(None);
+        }
+        Ok(Some(ops::encoder_layer(x, bias, &w)?))
     }
 
     /// Layer `l` from its (hooked) input `x`, for the query rows `xq`: all of `x`, or its
