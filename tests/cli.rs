@@ -27,6 +27,25 @@ fn check_prints_exact_parameter_counts() {
     assert!(out.contains("total trainable: 5,384"), "{out}");
 }
 
+/// A 16-bit base is named with the kernel its linear maps get on this CPU; an f32 base
+/// prints no such line.
+#[test]
+fn check_names_the_kernel_a_16_bit_base_gets() {
+    let dir = std::env::temp_dir().join(format!("reft-check-dtype-{}", std::process::id()));
+    let f32_recipe = tiny_recipe(&dir.join("f32"), "");
+    let (ok, out, err) = run_reft(&["check", f32_recipe.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("base    "), "{out}");
+    let bf16 = tiny_recipe(&dir.join("bf16"), "");
+    let text = std::fs::read_to_string(&bf16).unwrap().replace("model: { path: model }", "model: { path: model, dtype: bf16 }");
+    std::fs::write(&bf16, text).unwrap();
+    let (ok, out, err) = run_reft(&["check", bf16.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let kernel = if reft_core::ops::bf16_native() { "linear maps on this CPU's AVX512-BF16 dot products" } else { "linear maps widened to f32" };
+    assert!(out.contains(&format!("base    bf16, {kernel}")), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn every_shipped_recipe_checks() {
     minilm_dir();

@@ -1,7 +1,7 @@
 //! `reft check RECIPE`: validate and print the plan.
 
 use super::format::thousands;
-use reft_core::recipe::{LoadedRecipe, Plan, TaskKind};
+use reft_core::recipe::{DTypeSpec, LoadedRecipe, Plan, TaskKind};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -30,6 +30,16 @@ fn render(plan: &Plan) -> String {
         reft_core::hooks::HookSurface::num_layers(&plan.model.config),
         thousands(base)
     );
+    // A 16-bit base changes speed by CPU: say which linear-map kernel this run gets.
+    let kernel = match r.model.dtype {
+        DTypeSpec::F32 => None,
+        DTypeSpec::Bf16 if reft_core::ops::bf16_native() => Some("bf16, linear maps on this CPU's AVX512-BF16 dot products"),
+        DTypeSpec::Bf16 => Some("bf16, linear maps widened to f32 (this CPU has no AVX512-BF16: memory halves, time does not)"),
+        DTypeSpec::F16 => Some("f16, linear maps widened to f32 (memory halves, time does not)"),
+    };
+    if let Some(k) = kernel {
+        let _ = writeln!(s, "base    {k}; interventions, head, gradients and optimiser in f32");
+    }
     let head = plan.head_parameters();
     let task = match r.task.kind {
         TaskKind::Classification => format!("classification, {} labels, {:?} pooling", r.task.num_labels, r.task.pooling).to_lowercase(),
