@@ -1,6 +1,6 @@
 //! The callback a backbone makes at each hook point during a forward pass.
 
-use crate::hooks::Site;
+use crate::hooks::{Component, Site};
 use crate::Result;
 use candle_core::Tensor;
 
@@ -19,11 +19,12 @@ pub trait Hooks {
     fn first_token_suffices(&self, _layer: usize) -> bool {
         false
     }
-    /// Whether nothing inside layer `layer` is hooked (hooks at its `block_input` and
-    /// `block_output` may exist), so the backbone may compute the layer as one fused op
-    /// that calls no hook in between. The default answers no: every inner hook is called.
-    fn inside_untouched(&self, _layer: usize) -> bool {
-        false
+    /// The components hooked inside layer `layer` (any but its `block_input` and
+    /// `block_output`), so that the backbone may fuse the parts no hook looks at: an empty
+    /// list lets it compute the whole layer as one op. None, the default, means unknown:
+    /// every hook of the layer is called, op by op.
+    fn inner_hooks(&self, _layer: usize) -> Option<Vec<Component>> {
+        None
     }
 }
 
@@ -40,7 +41,7 @@ impl Hooks for NoHooks {
     fn first_token_suffices(&self, _: usize) -> bool {
         true
     }
-    fn inside_untouched(&self, _: usize) -> bool {
-        true
+    fn inner_hooks(&self, _: usize) -> Option<Vec<Component>> {
+        Some(Vec::new())
     }
 }

@@ -209,9 +209,9 @@ impl Hooks for BatchHooks<'_> {
         !self.by_site.keys().any(|site| site.layer == Some(layer) && site.component == crate::hooks::Component::BlockInput)
     }
 
-    fn inside_untouched(&self, layer: usize) -> bool {
+    fn inner_hooks(&self, layer: usize) -> Option<Vec<crate::hooks::Component>> {
         use crate::hooks::Component::{BlockInput, BlockOutput};
-        !self.by_site.keys().any(|site| site.layer == Some(layer) && !matches!(site.component, BlockInput | BlockOutput))
+        Some(self.by_site.keys().filter(|site| site.layer == Some(layer) && !matches!(site.component, BlockInput | BlockOutput)).map(|site| site.component).collect())
     }
 }
 

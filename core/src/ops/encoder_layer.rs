@@ -16,8 +16,10 @@
 //! the summation order of a few sums differs (the input gradient's four terms are added in
 //! f32 and rounded once instead of after each add). `ops::tests` checks the two paths agree.
 //!
-//! It applies to a layer with no hook inside it (`Hooks::inside_untouched`): a hook on a
-//! projection or an inner state needs the op-by-op graph.
+//! The whole layer is one op where no hook sits inside it (`Hooks::inner_hooks` is empty).
+//! Where only the query/key/value projections are hooked (LoRA), those run op by op with
+//! their hooks, and attention and the rest of the layer are two fused ops. Any other inner
+//! hook needs the op-by-op graph.
 
 use super::frozen_linear::FrozenLinear;
 use super::gelu::{gelu_f32, gelu_grad_f32};
@@ -25,7 +27,8 @@ use super::kernels::{narrow_all, par_chunks, par_for, widen_all, Half};
 use super::layer_norm::{layer_norm_grad_rows, layer_norm_rows};
 use super::pool_gemm::SharedPtr;
 use super::softmax::softmax_row_in_place;
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
@@ -77,16 +80,27 @@ pub fn encoder_layer_applies(x: &Tensor, w: &EncoderLayerWeights) -> bool {
 /// additive key mask `mask_bias` `[b, 1, 1, s]` (no gradient). Differentiable with respect
 /// to `x`. Call only where [`encoder_layer_applies`].
 pub fn encoder_layer(x: &Tensor, mask_bias: &Tensor, w: &EncoderLayerWeights) -> Result<Tensor> {
-    let lin = |a: &FrozenAffine| -> Result<FrozenLinear> { Ok(FrozenLinear { weight: a.weight.clone(), bias: a.bias.as_ref().map(|b| b.contiguous()).transpose()? }) };
-    let norm = |n: &FrozenNorm| -> Result<(Tensor, Tensor, f64)> { Ok((n.weight.contiguous()?, n.bias.contiguous()?, n.eps)) };
-    let op = EncoderLayer {
-        maps: Arc::new([lin(&w.query)?, lin(&w.key)?, lin(&w.value)?, lin(&w.attn_out)?, lin(&w.up)?, lin(&w.down)?]),
-        norms: Arc::new([norm(&w.attn_norm)?, norm(&w.out_norm)?]),
-        heads: w.heads,
-        keep: x.track_op(),
-        saved: Mutex::new(None),
-    };
+    let op = EncoderLayer { params: Arc::new(LayerParams::new(w)?), keep: x.track_op(), saved: Mutex::new(None) };
     x.contiguous()?.apply_op2(&mask_bias.to_dtype(x.dtype())?.contiguous()?, op)
+}
+
+/// The same layer from its (possibly hooked) query, key and value projections `[b, s, d]`:
+/// attention as one op, then output projection, norms and MLP as another; differentiable
+/// with respect to `q`, `k`, `v` and `x`. For layers whose only inner hooks sit on those
+/// projections (LoRA on query/value): the hooks run op by op, the rest fused. Call only
+/// where [`encoder_layer_applies`] and `q`, `k`, `v` are in `x`'s dtype and shape.
+pub fn encoder_layer_after_projections(q: &Tensor, k: &Tensor, v: &Tensor, x: &Tensor, mask_bias: &Tensor, w: &EncoderLayerWeights) -> Result<Tensor> {
+    for t in [q, k, v] {
+        if t.dtype() != x.dtype() || t.dims() != x.dims() || !t.device().is_cpu() {
+            bail!("encoder layer: projection {:?} {:?} does not match the input {:?} {:?}", t.dims(), t.dtype(), x.dims(), x.dtype())
+        }
+    }
+    let params = Arc::new(LayerParams::new(w)?);
+    let mask = mask_bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let keep = q.track_op() || k.track_op() || v.track_op() || x.track_op();
+    let attention = Attention { heads: w.heads, mask, keep, probs: Mutex::new(None) };
+    let ctx = q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, attention)?;
+    ctx.apply_op2(&x.contiguous()?, PostAttention { params, keep, saved: Mutex::new(None) })
 }
 
 const Q: usize = 0;
@@ -96,30 +110,70 @@ const O: usize = 3;
 const UP: usize = 4;
 const DOWN: usize = 5;
 
-struct EncoderLayer {
-    maps: Arc<[FrozenLinear; 6]>,
+/// A layer's frozen maps (q, k, v, output, up, down) and norms, shared by its ops.
+struct LayerParams {
+    maps: [FrozenLinear; 6],
     /// LayerNorm after attention, after the MLP: (scale, shift, eps).
-    norms: Arc<[(Tensor, Tensor, f64); 2]>,
+    norms: [(Tensor, Tensor, f64); 2],
     heads: usize,
+}
+
+impl LayerParams {
+    fn new(w: &EncoderLayerWeights) -> Result<Self> {
+        let lin = |a: &FrozenAffine| -> Result<FrozenLinear> { Ok(FrozenLinear { weight: a.weight.clone(), bias: a.bias.as_ref().map(|b| b.contiguous()).transpose()? }) };
+        let norm = |n: &FrozenNorm| -> Result<(Tensor, Tensor, f64)> { Ok((n.weight.contiguous()?, n.bias.contiguous()?, n.eps)) };
+        Ok(LayerParams {
+            maps: [lin(&w.query)?, lin(&w.key)?, lin(&w.value)?, lin(&w.attn_out)?, lin(&w.up)?, lin(&w.down)?],
+            norms: [norm(&w.attn_norm)?, norm(&w.out_norm)?],
+            heads: w.heads,
+        })
+    }
+}
+
+/// The whole layer as one op on `(x, mask)`.
+struct EncoderLayer {
+    params: Arc<LayerParams>,
     /// Whether the input takes part in a graph, so the backward will run and needs `saved`.
     keep: bool,
     /// What the forward kept for the backward (a `Saved<S>` of the input's storage type).
     saved: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
-/// The forward's intermediate values, stored as the separate ops would store them.
+/// The whole layer's intermediate values, stored as the separate ops would store them.
 struct Saved<S> {
     q: Vec<S>,
     k: Vec<S>,
     v: Vec<S>,
     /// Attention probabilities `[b, heads, s, s]`.
     probs: Vec<S>,
+    post: PostSaved<S>,
+}
+
+/// What the part after attention keeps for its backward.
+struct PostSaved<S> {
     /// `attention output + x`, before the first LayerNorm.
     sum1: Vec<S>,
     /// The MLP's up projection, before GELU.
     up: Vec<S>,
     /// `MLP output + a`, before the second LayerNorm.
     sum2: Vec<S>,
+}
+
+/// Attention alone, as one op on `(q, k, v)`; the key mask is held as f32.
+struct Attention {
+    heads: usize,
+    mask: Vec<f32>,
+    keep: bool,
+    /// The probabilities `[b, heads, s, s]` (a `Vec<S>`), for the backward.
+    probs: Mutex<Option<Box<dyn std::any::Any + Send>>>,
+}
+
+/// Output projection, residual, LayerNorm, MLP, residual, LayerNorm, as one op on `(ctx, x)`.
+struct PostAttention {
+    params: Arc<LayerParams>,
+    keep: bool,
+    /// A `PostSaved<S>`, for the backward.
+    saved: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 /// The storage types the layer runs in: f32 as is; bf16/f16 widened to f32 between the
@@ -276,117 +330,185 @@ fn add<S: Store>(a: &[S], b: &[S]) -> Vec<S> {
     })
 }
 
-impl EncoderLayer {
-    fn norm<S: Store>(&self, i: usize) -> Result<(Vec<f32>, Vec<f32>, f32)> {
+impl LayerParams {
+    fn norm(&self, i: usize) -> Result<(Vec<f32>, Vec<f32>, f32)> {
         let (g, b, eps) = &self.norms[i];
         Ok((g.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?, b.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?, *eps as f32))
     }
 
-    fn forward<S: Store>(&self, x: &[S], mask: &[S], (b, s, d): (usize, usize, usize)) -> Result<Vec<S>> {
-        let (heads, hd) = (self.heads, d / self.heads);
-        let scale = (1.0 / (hd as f64).sqrt()) as f32;
-        let [q, k, v] = [Q, K, V].map(|i| S::affine(&self.maps[i], x));
-        let (q, k, v) = (q?, k?, v?);
-        let mask: Vec<f32> = mask.iter().map(|m| m.get()).collect();
-        let mut probs = vec![S::zero(); b * heads * s * s];
-        let mut ctx = vec![S::zero(); b * s * d];
-        let (probs_at, ctx_at) = (SharedPtr(probs.as_mut_ptr()), SharedPtr(ctx.as_mut_ptr()));
-        par_for(b * heads, |task| {
-            let (bi, h) = (task / heads, task % heads);
-            let (qh, kh, vh) = (head(&q, bi, h, s, d, hd), head(&k, bi, h, s, d, hd), head(&v, bi, h, s, d, hd));
-            // Scores q·kᵀ, stored as the batched matmul stores them; then scale, key mask
-            // and softmax per row in f32, the probabilities stored again.
-            let mut p = vec![0f32; s * s];
-            small_gemm(s, s, hd, &mut p, &qh, hd, 1, &kh, 1, hd);
-            round_to::<S>(&mut p);
-            for row in p.chunks_exact_mut(s) {
-                for (x, m) in row.iter_mut().zip(&mask[bi * s..(bi + 1) * s]) {
-                    *x = *x * scale + m;
-                }
-                softmax_row_in_place(row);
-            }
-            round_to::<S>(&mut p);
-            let mut c = vec![0f32; s * hd];
-            small_gemm(s, hd, s, &mut c, &p, s, 1, &vh, hd, 1);
-            // SAFETY: this task alone writes probs[task] and head h of batch row bi.
-            unsafe {
-                for (i, &x) in p.iter().enumerate() {
-                    *probs_at.at(task * s * s + i) = S::put(x);
-                }
-                put_head::<S>(&ctx_at, &c, bi, h, s, d, hd);
-            }
-        });
-        let sum1 = add(&S::affine(&self.maps[O], &ctx)?, x);
-        let (g1, b1, e1) = self.norm::<S>(0)?;
+    /// Output projection of `ctx`, `+ x`, LayerNorm, MLP, `+ a`, LayerNorm: the output and
+    /// what the backward needs.
+    fn post_forward<S: Store>(&self, ctx: &[S], x: &[S], d: usize) -> Result<(Vec<S>, PostSaved<S>)> {
+        let sum1 = add(&S::affine(&self.maps[O], ctx)?, x);
+        let (g1, b1, e1) = self.norm(0)?;
         let a = S::store(layer_norm_rows(&S::f32s(&sum1), &g1, &b1, d, e1));
         let up = S::affine(&self.maps[UP], &a)?;
         let act = S::store(gelu_f32(&S::f32s(&up)));
         let sum2 = add(&S::affine(&self.maps[DOWN], &act)?, &a);
-        let (g2, b2, e2) = self.norm::<S>(1)?;
+        let (g2, b2, e2) = self.norm(1)?;
         let out = S::store(layer_norm_rows(&S::f32s(&sum2), &g2, &b2, d, e2));
-        if self.keep {
-            let saved = Saved { q, k, v, probs, sum1, up, sum2 };
-            *self.saved.lock().expect("encoder layer: poisoned") = Some(Box::new(saved));
-        }
-        Ok(out)
+        Ok((out, PostSaved { sum1, up, sum2 }))
     }
 
-    fn backward<S: Store>(&self, dy: &[S], (b, s, d): (usize, usize, usize)) -> Result<Vec<S>> {
-        let guard = self.saved.lock().expect("encoder layer: poisoned");
-        let Some(saved) = guard.as_ref().and_then(|b| b.downcast_ref::<Saved<S>>()) else {
-            bail!("encoder layer: backward without a forward that kept its values")
-        };
-        let (heads, hd) = (self.heads, d / self.heads);
-        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+    /// The gradients of `post_forward`'s output with respect to `ctx` and to `x` (the
+    /// residual's share, which is the first LayerNorm's input gradient).
+    fn post_backward<S: Store>(&self, saved: &PostSaved<S>, dy: &[S], d: usize) -> Result<(Vec<S>, Vec<S>)> {
         // Second LayerNorm, then the MLP; `a` gets the residual's gradient and the MLP's.
-        let (g2, _, e2) = self.norm::<S>(1)?;
+        let (g2, _, e2) = self.norm(1)?;
         let d_sum2 = S::store(layer_norm_grad_rows(&S::f32s(&saved.sum2), &S::f32s(dy), &g2, d, e2));
         let d_act = S::input_grad(&self.maps[DOWN], &d_sum2)?;
         let d_up = S::store(gelu_grad_f32(&S::f32s(&saved.up), &S::f32s(&d_act)));
         let d_a = add(&S::input_grad(&self.maps[UP], &d_up)?, &d_sum2);
-        // First LayerNorm, then attention; `x` gets the residual's gradient and q/k/v's.
-        let (g1, _, e1) = self.norm::<S>(0)?;
+        let (g1, _, e1) = self.norm(0)?;
         let d_sum1 = S::store(layer_norm_grad_rows(&S::f32s(&saved.sum1), &S::f32s(&d_a), &g1, d, e1));
         let d_ctx = S::input_grad(&self.maps[O], &d_sum1)?;
-        let mut dq = vec![S::zero(); b * s * d];
-        let mut dk = vec![S::zero(); b * s * d];
-        let mut dv = vec![S::zero(); b * s * d];
-        let (dq_at, dk_at, dv_at) = (SharedPtr(dq.as_mut_ptr()), SharedPtr(dk.as_mut_ptr()), SharedPtr(dv.as_mut_ptr()));
-        par_for(b * heads, |task| {
-            let (bi, h) = (task / heads, task % heads);
-            let (qh, kh, vh) = (head(&saved.q, bi, h, s, d, hd), head(&saved.k, bi, h, s, d, hd), head(&saved.v, bi, h, s, d, hd));
-            let dc = head(&d_ctx, bi, h, s, d, hd);
-            let p: Vec<f32> = saved.probs[task * s * s..][..s * s].iter().map(|x| x.get()).collect();
-            // ctx = p·v: dp = dc·vᵀ, dv = pᵀ·dc.
-            let mut dp = vec![0f32; s * s];
-            small_gemm(s, s, hd, &mut dp, &dc, hd, 1, &vh, 1, hd);
-            round_to::<S>(&mut dp);
-            let mut dvh = vec![0f32; s * hd];
-            small_gemm(s, hd, s, &mut dvh, &p, 1, s, &dc, hd, 1);
-            // Softmax of scaled scores: dscores = scale · p ⊙ (dp − Σ dp ⊙ p), stored.
-            for (pr, gr) in p.chunks_exact(s).zip(dp.chunks_exact_mut(s)) {
-                let dot: f32 = pr.iter().zip(gr.iter()).map(|(a, b)| a * b).sum();
-                for (g, &y) in gr.iter_mut().zip(pr) {
-                    *g = scale * y * (*g - dot);
-                }
+        Ok((d_ctx, d_sum1))
+    }
+}
+
+/// Masked softmax attention of `q`, `k`, `v` `[b, s, d]` over `heads` heads: the
+/// probabilities `[b, heads, s, s]` and the context `[b, s, d]`, stored as the batched
+/// matmuls and the softmax op store them.
+fn attend<S: Store>(q: &[S], k: &[S], v: &[S], mask: &[f32], (b, s, d): (usize, usize, usize), heads: usize) -> (Vec<S>, Vec<S>) {
+    let hd = d / heads;
+    let scale = (1.0 / (hd as f64).sqrt()) as f32;
+    let mut probs = vec![S::zero(); b * heads * s * s];
+    let mut ctx = vec![S::zero(); b * s * d];
+    let (probs_at, ctx_at) = (SharedPtr(probs.as_mut_ptr()), SharedPtr(ctx.as_mut_ptr()));
+    par_for(b * heads, |task| {
+        let (bi, h) = (task / heads, task % heads);
+        let (qh, kh, vh) = (head(q, bi, h, s, d, hd), head(k, bi, h, s, d, hd), head(v, bi, h, s, d, hd));
+        // Scores q·kᵀ, stored as the batched matmul stores them; then scale, key mask and
+        // softmax per row in f32, the probabilities stored again.
+        let mut p = vec![0f32; s * s];
+        small_gemm(s, s, hd, &mut p, &qh, hd, 1, &kh, 1, hd);
+        round_to::<S>(&mut p);
+        for row in p.chunks_exact_mut(s) {
+            for (x, m) in row.iter_mut().zip(&mask[bi * s..(bi + 1) * s]) {
+                *x = *x * scale + m;
             }
-            round_to::<S>(&mut dp);
-            // scores = q·kᵀ: dq = ds·k, dk = dsᵀ·q.
-            let mut dqh = vec![0f32; s * hd];
-            small_gemm(s, hd, s, &mut dqh, &dp, s, 1, &kh, hd, 1);
-            let mut dkh = vec![0f32; s * hd];
-            small_gemm(s, hd, s, &mut dkh, &dp, 1, s, &qh, hd, 1);
-            // SAFETY: this task alone writes head h of batch row bi of each buffer.
-            unsafe {
-                put_head::<S>(&dq_at, &dqh, bi, h, s, d, hd);
-                put_head::<S>(&dk_at, &dkh, bi, h, s, d, hd);
-                put_head::<S>(&dv_at, &dvh, bi, h, s, d, hd);
+            softmax_row_in_place(row);
+        }
+        round_to::<S>(&mut p);
+        let mut c = vec![0f32; s * hd];
+        small_gemm(s, hd, s, &mut c, &p, s, 1, &vh, hd, 1);
+        // SAFETY: this task alone writes probs[task] and head h of batch row bi.
+        unsafe {
+            for (i, &x) in p.iter().enumerate() {
+                *probs_at.at(task * s * s + i) = S::put(x);
             }
-        });
+            put_head::<S>(&ctx_at, &c, bi, h, s, d, hd);
+        }
+    });
+    (probs, ctx)
+}
+
+/// The gradients of [`attend`]'s context with respect to `q`, `k` and `v`.
+#[allow(clippy::too_many_arguments)]
+fn attend_backward<S: Store>(q: &[S], k: &[S], v: &[S], probs: &[S], d_ctx: &[S], (b, s, d): (usize, usize, usize), heads: usize) -> [Vec<S>; 3] {
+    let hd = d / heads;
+    let scale = (1.0 / (hd as f64).sqrt()) as f32;
+    let mut dq = vec![S::zero(); b * s * d];
+    let mut dk = vec![S::zero(); b * s * d];
+    let mut dv = vec![S::zero(); b * s * d];
+    let (dq_at, dk_at, dv_at) = (SharedPtr(dq.as_mut_ptr()), SharedPtr(dk.as_mut_ptr()), SharedPtr(dv.as_mut_ptr()));
+    par_for(b * heads, |task| {
+        let (bi, h) = (task / heads, task % heads);
+        let (qh, kh, vh) = (head(q, bi, h, s, d, hd), head(k, bi, h, s, d, hd), head(v, bi, h, s, d, hd));
+        let dc = head(d_ctx, bi, h, s, d, hd);
+        let p: Vec<f32> = probs[task * s * s..][..s * s].iter().map(|x| x.get()).collect();
+        // ctx = p·v: dp = dc·vᵀ, dv = pᵀ·dc.
+        let mut dp = vec![0f32; s * s];
+        small_gemm(s, s, hd, &mut dp, &dc, hd, 1, &vh, 1, hd);
+        round_to::<S>(&mut dp);
+        let mut dvh = vec![0f32; s * hd];
+        small_gemm(s, hd, s, &mut dvh, &p, 1, s, &dc, hd, 1);
+        // Softmax of scaled scores: dscores = scale · p ⊙ (dp − Σ dp ⊙ p), stored.
+        for (pr, gr) in p.chunks_exact(s).zip(dp.chunks_exact_mut(s)) {
+            let dot: f32 = pr.iter().zip(gr.iter()).map(|(a, b)| a * b).sum();
+            for (g, &y) in gr.iter_mut().zip(pr) {
+                *g = scale * y * (*g - dot);
+            }
+        }
+        round_to::<S>(&mut dp);
+        // scores = q·kᵀ: dq = ds·k, dk = dsᵀ·q.
+        let mut dqh = vec![0f32; s * hd];
+        small_gemm(s, hd, s, &mut dqh, &dp, s, 1, &kh, hd, 1);
+        let mut dkh = vec![0f32; s * hd];
+        small_gemm(s, hd, s, &mut dkh, &dp, 1, s, &qh, hd, 1);
+        // SAFETY: this task alone writes head h of batch row bi of each buffer.
+        unsafe {
+            put_head::<S>(&dq_at, &dqh, bi, h, s, d, hd);
+            put_head::<S>(&dk_at, &dkh, bi, h, s, d, hd);
+            put_head::<S>(&dv_at, &dvh, bi, h, s, d, hd);
+        }
+    });
+    [dq, dk, dv]
+}
+
+/// The saved value of type `T` in `slot`, or an error naming `op`.
+fn saved_in<'a, T: 'static>(slot: &'a Option<Box<dyn std::any::Any + Send>>, op: &str) -> Result<&'a T> {
+    match slot.as_ref().and_then(|b| b.downcast_ref::<T>()) {
+        Some(t) => Ok(t),
+        None => bail!("{op}: backward without a forward that kept its values"),
+    }
+}
+
+/// A contiguous cpu tensor's elements as `S`.
+fn elements<S: Store>(t: &Tensor, f: impl FnOnce(&[S]) -> Result<Tensor>) -> Result<Tensor> {
+    let t = t.contiguous()?;
+    let (st, l) = t.storage_and_layout();
+    let Storage::Cpu(c) = &*st else { bail!("encoder layer: a tensor is not on the cpu") };
+    let (lo, hi) = l.contiguous_offsets().expect("made contiguous above");
+    let Some(v) = S::slice(c) else { bail!("encoder layer: a tensor is not in the layer's dtype") };
+    f(&v[lo..hi])
+}
+
+/// Runs `$body` with `$t` bound to the storage type of `$dtype` (f32, bf16 or f16).
+macro_rules! with_store {
+    ($dtype:expr, $t:ident => $body:expr) => {
+        match $dtype {
+            DType::F32 => {
+                type $t = f32;
+                $body
+            }
+            DType::BF16 => {
+                type $t = half::bf16;
+                $body
+            }
+            DType::F16 => {
+                type $t = half::f16;
+                $body
+            }
+            other => bail!("encoder layer: {other:?} is not fused"),
+        }
+    };
+}
+
+impl EncoderLayer {
+    fn forward<S: Store>(&self, x: &[S], mask: &[S], (b, s, d): (usize, usize, usize)) -> Result<Vec<S>> {
+        let p = &self.params;
+        let [q, k, v] = [Q, K, V].map(|i| S::affine(&p.maps[i], x));
+        let (q, k, v) = (q?, k?, v?);
+        let mask: Vec<f32> = mask.iter().map(|m| m.get()).collect();
+        let (probs, ctx) = attend(&q, &k, &v, &mask, (b, s, d), p.heads);
+        let (out, post) = p.post_forward(&ctx, x, d)?;
+        if self.keep {
+            *self.saved.lock().expect("encoder layer: poisoned") = Some(Box::new(Saved { q, k, v, probs, post }));
+        }
+        Ok(out)
+    }
+
+    fn backward<S: Store>(&self, dy: &[S], dims: (usize, usize, usize)) -> Result<Vec<S>> {
+        let guard = self.saved.lock().expect("encoder layer: poisoned");
+        let saved: &Saved<S> = saved_in(&guard, "encoder layer")?;
+        let p = &self.params;
+        let (d_ctx, d_sum1) = p.post_backward(&saved.post, dy, dims.2)?;
+        let grads = attend_backward(&saved.q, &saved.k, &saved.v, &saved.probs, &d_ctx, dims, p.heads);
         // dx = dq·Wq + dk·Wk + dv·Wv + d_sum1, summed in f32 and stored once.
         let mut dx: Vec<f32> = S::f32s(&d_sum1).into_owned();
-        for (i, g) in [(Q, &dq), (K, &dk), (V, &dv)] {
-            for (acc, x) in dx.iter_mut().zip(S::input_grad(&self.maps[i], g)?) {
+        for (i, g) in [Q, K, V].into_iter().zip(&grads) {
+            for (acc, x) in dx.iter_mut().zip(S::input_grad(&p.maps[i], g)?) {
                 *acc += x.get();
             }
         }
@@ -411,27 +533,94 @@ impl CustomOp2 for EncoderLayer {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let Some((lo, hi)) = l1.contiguous_offsets() else { bail!("encoder layer: the input must be contiguous") };
         let dims = l1.shape().dims3()?;
-        let y = match s1 {
-            CpuStorage::F32(x) => self.run_forward(&x[lo..hi], s2, l2, dims)?,
-            CpuStorage::BF16(x) => self.run_forward(&x[lo..hi], s2, l2, dims)?,
-            CpuStorage::F16(x) => self.run_forward(&x[lo..hi], s2, l2, dims)?,
-            _ => bail!("encoder layer: only f32, bf16 and f16 are fused"),
-        };
+        let y = with_store!(s1.dtype(), T => self.run_forward::<T>(&T::slice(s1).expect("dtype matched")[lo..hi], s2, l2, dims)?);
         Ok((y, l1.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _mask: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
         let dims = x.dims3()?;
-        let (gs, gl) = grad.storage_and_layout();
-        let (lo, hi) = gl.contiguous_offsets().expect("made contiguous above");
-        let Storage::Cpu(g) = &*gs else { bail!("encoder layer: the gradient must be on the cpu") };
-        let dx = match g {
-            CpuStorage::F32(g) => Tensor::from_vec(self.backward(&g[lo..hi], dims)?, x.shape(), x.device())?,
-            CpuStorage::BF16(g) => Tensor::from_vec(self.backward(&g[lo..hi], dims)?, x.shape(), x.device())?,
-            CpuStorage::F16(g) => Tensor::from_vec(self.backward(&g[lo..hi], dims)?, x.shape(), x.device())?,
-            _ => bail!("encoder layer: the gradient must be in the input's dtype"),
-        };
+        let dx = with_store!(grad.dtype(), T => elements::<T>(grad, |g| Tensor::from_vec(self.backward(g, dims)?, x.shape(), x.device()))?);
         Ok((Some(dx), None))
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "frozen-encoder-attention"
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.shape().dims3()?;
+        if self.mask.len() != dims.0 * dims.1 || l2.dims() != l1.dims() || l3.dims() != l1.dims() {
+            bail!("encoder attention: q {:?}, k {:?}, v {:?} and a mask of {} do not fit", l1.dims(), l2.dims(), l3.dims(), self.mask.len())
+        }
+        let (Some(a), Some(b), Some(c)) = (l1.contiguous_offsets(), l2.contiguous_offsets(), l3.contiguous_offsets()) else {
+            bail!("encoder attention: q, k and v must be contiguous")
+        };
+        let ctx = with_store!(s1.dtype(), T => {
+            let (Some(q), Some(k), Some(v)) = (T::slice(s1), T::slice(s2), T::slice(s3)) else { bail!("encoder attention: q, k and v must share a dtype") };
+            let (probs, ctx) = attend(&q[a.0..a.1], &k[b.0..b.1], &v[c.0..c.1], &self.mask, dims, self.heads);
+            if self.keep {
+                *self.probs.lock().expect("encoder attention: poisoned") = Some(Box::new(probs));
+            }
+            T::wrap(ctx)
+        });
+        Ok((ctx, l1.shape().clone()))
+    }
+
+    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _ctx: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dims = q.dims3()?;
+        let guard = self.probs.lock().expect("encoder attention: poisoned");
+        let [dq, dk, dv] = with_store!(grad.dtype(), T => {
+            let probs: &Vec<T> = saved_in(&guard, "encoder attention")?;
+            let mut out = None;
+            elements::<T>(q, |qs| elements::<T>(k, |ks| elements::<T>(v, |vs| elements::<T>(grad, |gs| {
+                out = Some(attend_backward(qs, ks, vs, probs, gs, dims, self.heads));
+                Ok(Tensor::zeros(0, DType::F32, q.device())?)
+            }))))?;
+            let [a, b, c] = out.expect("set above");
+            [a, b, c].map(|g| Tensor::from_vec(g, q.shape(), q.device()))
+        });
+        Ok((Some(dq?), Some(dk?), Some(dv?)))
+    }
+}
+
+impl CustomOp2 for PostAttention {
+    fn name(&self) -> &'static str {
+        "frozen-encoder-post-attention"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (Some(a), Some(b)) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else { bail!("encoder layer: ctx and x must be contiguous") };
+        if l1.dims() != l2.dims() {
+            bail!("encoder layer: ctx {:?} and x {:?} differ", l1.dims(), l2.dims())
+        }
+        let d = l1.shape().dims3()?.2;
+        let out = with_store!(s1.dtype(), T => {
+            let (Some(ctx), Some(x)) = (T::slice(s1), T::slice(s2)) else { bail!("encoder layer: ctx and x must share a dtype") };
+            let (out, post) = self.params.post_forward(&ctx[a.0..a.1], &x[b.0..b.1], d)?;
+            if self.keep {
+                *self.saved.lock().expect("encoder layer: poisoned") = Some(Box::new(post));
+            }
+            T::wrap(out)
+        });
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, ctx: &Tensor, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let d = ctx.dims3()?.2;
+        let guard = self.saved.lock().expect("encoder layer: poisoned");
+        let (d_ctx, d_x) = with_store!(grad.dtype(), T => {
+            let saved: &PostSaved<T> = saved_in(&guard, "encoder layer")?;
+            let mut out = None;
+            elements::<T>(grad, |g| {
+                out = Some(self.params.post_backward(saved, g, d)?);
+                Ok(Tensor::zeros(0, DType::F32, ctx.device())?)
+            })?;
+            let (a, b) = out.expect("set above");
+            (Tensor::from_vec(a, ctx.shape(), ctx.device())?, Tensor::from_vec(b, ctx.shape(), ctx.device())?)
+        });
+        Ok((Some(d_ctx), Some(d_x)))
     }
 }

@@ -26,7 +26,7 @@ mod softmax;
 mod target_log_probs;
 
 pub use bf16_gemm::available as bf16_native;
-pub use encoder_layer::{encoder_layer, encoder_layer_applies, EncoderLayerWeights, FrozenAffine, FrozenNorm};
+pub use encoder_layer::{encoder_layer, encoder_layer_after_projections, encoder_layer_applies, EncoderLayerWeights, FrozenAffine, FrozenNorm};
 pub use frozen_linear::{frozen_linear, linear};
 pub use gelu::gelu_erf;
 pub use layer_norm::frozen_layer_norm;

@@ -577,6 +577,50 @@ fn encoder_layer_matches_the_op_by_op_layer() {
     }
 }
 
+/// With hooked projections (an edit added to q and v, as LoRA adds its delta), attention and
+/// the rest as two fused ops equal the op-by-op layer: output, and the gradients reaching
+/// the input and the edit.
+#[test]
+fn encoder_layer_after_projections_matches_the_op_by_op_layer() {
+    for (dtype, fwd_tol, grad_tol) in [(DType::F32, 1e-6, 1e-6), (DType::BF16, 1e-2, 2e-2)] {
+        let w = random_encoder_layer(dtype);
+        let (b, s, d) = (2, 9, 64);
+        let x = Var::from_tensor(&randn(21, &[b, s, d], 1.0, dtype)).unwrap();
+        let edit = Var::from_tensor(&randn(22, &[b, s, d], 0.3, dtype)).unwrap();
+        let mask: Vec<f32> = (0..b).flat_map(|i| (0..s).map(move |j| if j + 2 * i < s { 0.0 } else { -1e9 })).collect();
+        let mask = Tensor::from_vec(mask, (b, 1, 1, s), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+        let probe = randn(23, &[b, s, d], 1.0, dtype);
+        let lin = |a: &FrozenAffine, t: &Tensor| frozen_linear(t, &a.weight, a.bias.as_ref()).unwrap();
+        let xt = x.as_tensor();
+        let q = (lin(&w.query, xt) + edit.as_tensor()).unwrap();
+        let k = lin(&w.key, xt);
+        let v = (lin(&w.value, xt) - edit.as_tensor()).unwrap();
+        let fused = encoder_layer_after_projections(&q, &k, &v, xt, &mask, &w).unwrap();
+        // The op-by-op layer from the same edited projections.
+        let plain = {
+            let (h, hd) = (w.heads, d / w.heads);
+            let split = |t: Tensor| t.reshape((b, s, h, hd)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
+            let probs = scaled_masked_softmax(&split(q.clone()).matmul(&split(k.clone()).t().unwrap()).unwrap(), 1.0 / (hd as f64).sqrt(), &mask).unwrap();
+            let ctx = probs.matmul(&split(v.clone())).unwrap().transpose(1, 2).unwrap().reshape((b, s, d)).unwrap();
+            let norm = |n: &FrozenNorm, t: &Tensor| frozen_layer_norm(t, &n.weight, &n.bias, n.eps).unwrap();
+            let a = norm(&w.attn_norm, &(lin(&w.attn_out, &ctx) + xt).unwrap());
+            let act = gelu_erf(&lin(&w.up, &a)).unwrap();
+            norm(&w.out_norm, &(lin(&w.down, &act) + &a).unwrap())
+        };
+        let fwd = rel_diff(&fused, &plain);
+        assert!(fwd < fwd_tol, "{dtype:?}: forward differs by {fwd:.2e}");
+        let grads = |y: &Tensor| {
+            let g = y.mul(&probe).unwrap().sum_all().unwrap().backward().unwrap();
+            (g.get(&x).unwrap().clone(), g.get(&edit).unwrap().clone())
+        };
+        let ((gx_f, ge_f), (gx_p, ge_p)) = (grads(&fused), grads(&plain));
+        for (what, a, b) in [("input", &gx_f, &gx_p), ("edit", &ge_f, &ge_p)] {
+            let g = rel_diff(a, b);
+            assert!(g < grad_tol, "{dtype:?}: gradient of the {what} differs by {g:.2e}");
+        }
+    }
+}
+
 /// A trainable weight, another device's tensor or f64 keeps the op-by-op path.
 #[test]
 fn encoder_layer_applies_only_to_frozen_cpu_16_or_32_bit_layers() {

@@ -416,18 +416,21 @@ impl Bert {
     /// One encoder layer with its hooks: what layer `l` writes to the residual stream.
     fn layer(&self, l: usize, h: Tensor, bias: &Tensor, hooks: &dyn Hooks) -> Result<Tensor> {
         let x = hooks.representation(Site::new(l, Component::BlockInput), h)?;
-        if hooks.inside_untouched(l) {
-            if let Some(out) = self.fused_layer(l, &x, bias)? {
-                return hooks.representation(Site::new(l, Component::BlockOutput), out);
-            }
+        if let Some(out) = self.fused_layer(l, &x, bias, hooks)? {
+            return hooks.representation(Site::new(l, Component::BlockOutput), out);
         }
         self.layer_after_input(l, &x, &x, bias, hooks)
     }
 
-    /// Layer `l` as one fused op (`ops::encoder_layer`: one graph node, its own backward)
-    /// when it applies: exact GELU, frozen CPU weights in f32/bf16/f16. None otherwise.
-    fn fused_layer(&self, l: usize, x: &Tensor, bias: &Tensor) -> Result<Option<Tensor>> {
-        if matches!(self.config.hidden_act.as_str(), "relu" | "gelu_new" | "gelu_pytorch_tanh") {
+    /// Layer `l` with fused ops where its hooks allow (`ops::encoder_layer`): the whole layer
+    /// as one op when nothing inside it is hooked; attention and the rest as two ops when
+    /// only the query/key/value projections are (LoRA), those projections and their hooks
+    /// op by op. None when neither applies (other inner hooks, an activation other than
+    /// exact GELU, weights that are not frozen f32/bf16/f16 on the CPU).
+    fn fused_layer(&self, l: usize, x: &Tensor, bias: &Tensor, hooks: &dyn Hooks) -> Result<Option<Tensor>> {
+        let Some(inner) = hooks.inner_hooks(l) else { return Ok(None) };
+        let projections_only = inner.iter().all(|c| matches!(c, Component::Linear(LinearModule::Query | LinearModule::Key | LinearModule::Value)));
+        if !projections_only || matches!(self.config.hidden_act.as_str(), "relu" | "gelu_new" | "gelu_pytorch_tanh") {
             return Ok(None);
         }
         let layer = &self.layers[l];
@@ -447,7 +450,12 @@ impl Bert {
         if !ops::encoder_layer_applies(x, &w) {
             return Ok(None);
         }
-        Ok(Some(ops::encoder_layer(x, bias, &w)?))
+        if inner.is_empty() {
+            return Ok(Some(ops::encoder_layer(x, bias, &w)?));
+        }
+        let lin = |m: LinearModule, f: &Linear| -> Result<Tensor> { hooks.linear(Site::new(l, Component::Linear(m)), x, f.forward(x)?) };
+        let (q, k, v) = (lin(LinearModule::Query, &layer.query)?, lin(LinearModule::Key, &layer.key)?, lin(LinearModule::Value, &layer.value)?);
+        Ok(Some(ops::encoder_layer_after_projections(&q, &k, &v, x, bias, &w)?))
     }
 
     /// Layer `l` from its (hooked) input `x`, for the query rows `xq`: all of `x`, or its
