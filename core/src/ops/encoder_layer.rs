@@ -454,8 +454,8 @@ fn saved_in<'a, T: 'static>(slot: &'a Option<Box<dyn std::any::Any + Send>>, op:
     }
 }
 
-/// A contiguous cpu tensor's elements as `S`.
-fn elements<S: Store>(t: &Tensor, f: impl FnOnce(&[S]) -> Result<Tensor>) -> Result<Tensor> {
+/// `f` on a cpu tensor's elements as `S` (made contiguous first).
+fn elements<S: Store, R>(t: &Tensor, f: impl FnOnce(&[S]) -> Result<R>) -> Result<R> {
     let t = t.contiguous()?;
     let (st, l) = t.storage_and_layout();
     let Storage::Cpu(c) = &*st else { bail!("encoder layer: a tensor is not on the cpu") };
@@ -539,7 +539,7 @@ impl CustomOp2 for EncoderLayer {
 
     fn bwd(&self, x: &Tensor, _mask: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dims = x.dims3()?;
-        let dx = with_store!(grad.dtype(), T => elements::<T>(grad, |g| Tensor::from_vec(self.backward(g, dims)?, x.shape(), x.device()))?);
+        let dx = with_store!(grad.dtype(), T => elements::<T, _>(grad, |g| Tensor::from_vec(self.backward(g, dims)?, x.shape(), x.device()))?);
         Ok((Some(dx), None))
     }
 }
@@ -574,13 +574,10 @@ impl CustomOp3 for Attention {
         let guard = self.probs.lock().expect("encoder attention: poisoned");
         let [dq, dk, dv] = with_store!(grad.dtype(), T => {
             let probs: &Vec<T> = saved_in(&guard, "encoder attention")?;
-            let mut out = None;
-            elements::<T>(q, |qs| elements::<T>(k, |ks| elements::<T>(v, |vs| elements::<T>(grad, |gs| {
-                out = Some(attend_backward(qs, ks, vs, probs, gs, dims, self.heads));
-                Ok(Tensor::zeros(0, DType::F32, q.device())?)
-            }))))?;
-            let [a, b, c] = out.expect("set above");
-            [a, b, c].map(|g| Tensor::from_vec(g, q.shape(), q.device()))
+            let grads = elements::<T, _>(q, |qs| {
+                elements::<T, _>(k, |ks| elements::<T, _>(v, |vs| elements::<T, _>(grad, |gs| Ok(attend_backward(qs, ks, vs, probs, gs, dims, self.heads)))))
+            })?;
+            grads.map(|g| Tensor::from_vec(g, q.shape(), q.device()))
         });
         Ok((Some(dq?), Some(dk?), Some(dv?)))
     }
@@ -613,12 +610,7 @@ impl CustomOp2 for PostAttention {
         let guard = self.saved.lock().expect("encoder layer: poisoned");
         let (d_ctx, d_x) = with_store!(grad.dtype(), T => {
             let saved: &PostSaved<T> = saved_in(&guard, "encoder layer")?;
-            let mut out = None;
-            elements::<T>(grad, |g| {
-                out = Some(self.params.post_backward(saved, g, d)?);
-                Ok(Tensor::zeros(0, DType::F32, ctx.device())?)
-            })?;
-            let (a, b) = out.expect("set above");
+            let (a, b) = elements::<T, _>(grad, |g| self.params.post_backward(saved, g, d))?;
             (Tensor::from_vec(a, ctx.shape(), ctx.device())?, Tensor::from_vec(b, ctx.shape(), ctx.device())?)
         });
         Ok((Some(d_ctx), Some(d_x)))
