@@ -2,6 +2,7 @@
 //! (and every check) lives in the libraries.
 
 mod cli;
+mod serve;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -58,22 +58,6 @@ fn compare(clf: &ClassifierModel, pipe: &mut OrtPipeline, texts: &[String]) -> (
     (worst, mismatches)
 }
 
-/// A data slice: the first `n` training lines and `m` dev lines spread over the file.
-fn small_data(dir: &Path, n: usize, m: usize) -> (PathBuf, PathBuf) {
-    let data = reft_assets::movie_reviews_dir(&reft_assets::cache_dir());
-    let train = std::fs::read_to_string(data.join("train.tsv")).expect("run `reft setup` first");
-    let dev = std::fs::read_to_string(data.join("dev.tsv")).unwrap();
-    let head = |t: &str, k: usize, step: usize| -> String {
-        let mut lines = t.lines();
-        let header = lines.next().unwrap();
-        std::iter::once(header).chain(lines.step_by(step).take(k)).map(|l| format!("{l}\n")).collect()
-    };
-    let (tr, dv) = (dir.join("train.tsv"), dir.join("dev.tsv"));
-    std::fs::write(&tr, head(&train, n, 7)).unwrap();
-    std::fs::write(&dv, head(&dev, m, 29)).unwrap();
-    (tr, dv)
-}
-
 #[test]
 fn every_recipe_in_configs_exports_and_matches_candle() {
     recipes_match_candle(sample_texts(40), true);

@@ -61,6 +61,8 @@ enum Command {
     Export(export::Args),
     /// Classify texts (or score a labelled file) with an exported pipeline on ONNX Runtime.
     Infer(infer::Args),
+    /// Serve exported pipelines over HTTP: /v1/predict, OpenAI-style completions, /metrics.
+    Serve(crate::serve::Args),
     /// Draw a run's loss and dev-accuracy curves to a PNG.
     Plot(plot::Args),
     /// Fold a LoRA adapter (ours or PEFT's) into the base model's weights.
@@ -85,6 +87,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(a) => eval::predict(a),
         Command::Export(a) => export::run(a),
         Command::Infer(a) => infer::run(a),
+        Command::Serve(a) => crate::serve::run(a),
         Command::Plot(a) => plot::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Generate(a) => generate::generate_cmd(a),

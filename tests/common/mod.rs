@@ -154,3 +154,19 @@ pub fn random_interventions(backbone: &dyn reft_core::model::Backbone, specs: &[
     }
     out
 }
+
+/// A data slice: the first `n` training lines and `m` dev lines spread over the file.
+pub fn small_data(dir: &Path, n: usize, m: usize) -> (PathBuf, PathBuf) {
+    let data = reft_assets::movie_reviews_dir(&reft_assets::cache_dir());
+    let train = std::fs::read_to_string(data.join("train.tsv")).expect("run `reft setup` first");
+    let dev = std::fs::read_to_string(data.join("dev.tsv")).unwrap();
+    let head = |t: &str, k: usize, step: usize| -> String {
+        let mut lines = t.lines();
+        let header = lines.next().unwrap();
+        std::iter::once(header).chain(lines.step_by(step).take(k)).map(|l| format!("{l}\n")).collect()
+    };
+    let (tr, dv) = (dir.join("train.tsv"), dir.join("dev.tsv"));
+    std::fs::write(&tr, head(&train, n, 7)).unwrap();
+    std::fs::write(&dv, head(&dev, m, 29)).unwrap();
+    (tr, dv)
+}
