@@ -1,6 +1,7 @@
 //! Shared helpers for reft's end-to-end tests.
 #![allow(dead_code)]
 
+pub mod server;
 pub mod tiny_model;
 
 use reft_core::candle_core::{DType, Device, Tensor};
