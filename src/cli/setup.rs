@@ -52,14 +52,21 @@ pub fn fetch_defaults() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Python `onnx`, for ONNX's own checker on exported graphs (tests/onnx_export.rs).
-/// Optional: without python3/pip, export and inference still work, so a failure is a note.
+/// Python `onnx` (ONNX's own checker on exported graphs, tests/onnx_export.rs) and
+/// `onnxruntime-genai` (loads `--format genai` folders, tests/genai_export.rs). Optional:
+/// without python3/pip, export and inference still work, so a failure is a note.
 fn install_checker(opts: &SetupOptions) {
-    match assets::install_python_onnx(&opts.cache, opts.offline) {
-        Ok(assets::PythonOnnx::AlreadyInstalled(p) | assets::PythonOnnx::Installed(p)) => {
-            eprintln!("{:<14} {} (onnx {}; PYTHONPATH for the ONNX checker)", "python-onnx", p.display(), assets::PYTHON_ONNX_VERSION)
+    match assets::install_python_tools(&opts.cache, opts.offline) {
+        Ok(assets::PythonTools::AlreadyInstalled(p) | assets::PythonTools::Installed(p)) => {
+            eprintln!(
+                "{:<14} {} (onnx {}, onnxruntime-genai {}; PYTHONPATH for the ONNX checker and GenAI)",
+                "python",
+                p.display(),
+                assets::PYTHON_ONNX_VERSION,
+                assets::PYTHON_GENAI_VERSION
+            )
         }
-        Ok(assets::PythonOnnx::Skipped(why)) => eprintln!("note: python onnx (for the ONNX checker) not installed: {why}"),
-        Err(e) => eprintln!("note: python onnx (for the ONNX checker) not installed: {e}"),
+        Ok(assets::PythonTools::Skipped(why)) => eprintln!("note: python onnx and onnxruntime-genai (export checks) not installed: {why}"),
+        Err(e) => eprintln!("note: python onnx and onnxruntime-genai (export checks) not installed: {e}"),
     }
 }

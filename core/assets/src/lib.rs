@@ -16,7 +16,7 @@ mod install;
 pub mod layout;
 mod marker;
 mod pip;
-mod python_onnx;
+mod python_tools;
 pub mod reviews;
 mod setup;
 mod staging;
@@ -37,7 +37,7 @@ pub use layout::{
 };
 pub use marker::MARKER_FILE;
 pub use pip::PYTHON_ENV;
-pub use python_onnx::{install_python_onnx, python_dir, python_onnx_installed, PythonOnnx, PYTHON_ONNX_VERSION};
+pub use python_tools::{install_python_tools, python_dir, python_tools_installed, PythonTools, PYTHON_GENAI_VERSION, PYTHON_ONNX_VERSION};
 pub use reviews::{Example, Split, TRANSFER_DOMAINS};
 pub use setup::{is_installed, setup, Action, AssetOutcome, SetupOptions, SetupReport};
 

@@ -36,11 +36,15 @@ impl ExportHooks for Frozen {
     }
 }
 
-/// Which of the two graphs.
+/// Which graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Prefill,
     Decode,
+    /// The one graph ONNX Runtime GenAI runs for every step: the cache comes in (with no
+    /// positions at the prefill), the interventions apply only when it is empty (the
+    /// prefill, as in candle), and the logits are `[batch, 1, vocab]` (the last token's).
+    Genai,
 }
 
 /// One finished graph with its declared inputs and outputs.
@@ -82,7 +86,42 @@ fn port(name: &str, elem: DataType, dims: &[Dim]) -> (ValueInfoProto, Port) {
     (value_info(name, elem, &onnx), Port { name: name.into(), dtype: dtype.into(), shape })
 }
 
-/// Build the prefill graph (with `interventions`) or the decode-step graph (without).
+/// The mask the interventions of a GenAI graph see: the new tokens' attention mask while the
+/// cache is empty (the prefill), zeros at every later step, so an adapter edits the prompt
+/// only, as `reft generate` does. (A decoding step still evaluates the intervention nodes on
+/// its one token, multiplied by zero; docs/export.md has what that costs.)
+fn prefill_only(g: &mut Graph, mask: &str, first_past_key: &str) -> String {
+    let s = g.node("Shape", &[INPUT_IDS], vec![("start", super::Attr::Int(1)), ("end", super::Attr::Int(2))]);
+    let start = g.node("Neg", &[&s], vec![]);
+    let end = g.const_i64("const_i64_max", &[1], &[i64::MAX]);
+    let axes = g.const_i64("const_axes_1", &[1], &[1]);
+    let new_tokens = g.node("Slice", &[mask, &start, &end, &axes], vec![]);
+    let cached = g.node("Shape", &[first_past_key], vec![("start", super::Attr::Int(2)), ("end", super::Attr::Int(3))]);
+    let zero = g.const_i64("const_i64_0_1d", &[1], &[0]);
+    let empty = g.node("Equal", &[&cached, &zero], vec![]);
+    let gate = g.node("Cast", &[&empty], vec![("to", super::Attr::Int(DataType::Float as i64))]);
+    g.mul(&new_tokens, &gate)
+}
+
+/// A GenAI graph runs every step with the same weights, so a delta folded into a weight (or
+/// added at a linear module) would act on generated tokens too, where `reft generate` applies
+/// it to the prompt only: refused by name rather than exported with another meaning.
+fn refuse_linear_hooks(interventions: &Interventions) -> Result<()> {
+    match interventions.items.iter().find(|a| a.site.kind() == crate::hooks::HookKind::Linear) {
+        Some(a) => Err(crate::error::Error::Other(format!(
+            "--format genai: intervention `{}` ({}) sits at the linear module `{}`; reft applies it to the prompt only, \
+             and a GenAI graph would fold it into weights every generated token uses. Export this adapter with the \
+             default format (`reft generate --runtime ort`), or keep its interventions at representation hooks",
+            a.name,
+            a.module.kind(),
+            a.site
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Build the prefill graph (with `interventions`), the decode-step graph (without), or the
+/// single GenAI graph (with them, gated to the prefill).
 pub fn decoder_graph(lm: &dyn DecoderExport, stage: Stage, interventions: &Interventions, int8: bool, doc: &str) -> Result<DecoderGraph> {
     use Dim::{Fixed, Named};
     let geo = lm.geometry();
@@ -94,7 +133,8 @@ pub fn decoder_graph(lm: &dyn DecoderExport, stage: Stage, interventions: &Inter
     for name in [INPUT_IDS, ATTENTION_MASK, POSITION_IDS, LOGITS] {
         g.reserve(name)?;
     }
-    for (k, v) in present.iter().chain(if stage == Stage::Decode { &past[..] } else { &[] }) {
+    let cached = stage != Stage::Prefill;
+    for (k, v) in present.iter().chain(if cached { &past[..] } else { &[] }) {
         g.reserve(k)?;
         g.reserve(v)?;
     }
@@ -104,7 +144,7 @@ pub fn decoder_graph(lm: &dyn DecoderExport, stage: Stage, interventions: &Inter
         ids: INPUT_IDS,
         mask: &mask,
         positions: POSITION_IDS,
-        past: (stage == Stage::Decode).then_some(&past[..]),
+        past: cached.then_some(&past[..]),
     };
     let (out, report) = match stage {
         Stage::Prefill => {
@@ -113,8 +153,21 @@ pub fn decoder_graph(lm: &dyn DecoderExport, stage: Stage, interventions: &Inter
             (out, hooks.report())
         }
         Stage::Decode => (lm.emit_decoder(&mut g, &io, &mut Frozen)?, Vec::new()),
+        Stage::Genai => {
+            refuse_linear_hooks(interventions)?;
+            let gated = prefill_only(&mut g, &mask, &past[0].0);
+            let mut hooks = InterventionNodes::new(interventions, &gated)?;
+            let out = lm.emit_decoder(&mut g, &io, &mut hooks)?;
+            (out, hooks.report())
+        }
     };
-    g.output(&out.logits, LOGITS);
+    let logits = if stage == Stage::Genai {
+        let axes = g.const_i64("const_axes_1", &[1], &[1]);
+        g.node("Unsqueeze", &[&out.logits, &axes], vec![])
+    } else {
+        out.logits.clone()
+    };
+    g.output(&logits, LOGITS);
     for ((k, v), (pk, pv)) in out.presents.iter().zip(&present) {
         g.output(k, pk);
         g.output(v, pv);
@@ -129,13 +182,15 @@ pub fn decoder_graph(lm: &dyn DecoderExport, stage: Stage, interventions: &Inter
         port(ATTENTION_MASK, DataType::Int64, &[Named("batch"), Named(keys)]),
         port(POSITION_IDS, DataType::Int64, &[Named("batch"), Named("sequence")]),
     ];
-    if stage == Stage::Decode {
+    if cached {
         for (k, v) in &past {
             inputs.push(port(k, DataType::Float, &[Named("batch"), Fixed(kv), Named("past_sequence"), Fixed(hd)]));
             inputs.push(port(v, DataType::Float, &[Named("batch"), Fixed(kv), Named("past_sequence"), Fixed(hd)]));
         }
     }
-    let mut outputs = vec![port(LOGITS, DataType::Float, &[Named("batch"), Fixed(geo.vocab_size)])];
+    // GenAI reads a fixed 1 in the middle as "the graph gives the last token's logits only".
+    let logits_dims: &[Dim] = if stage == Stage::Genai { &[Named("batch"), Fixed(1), Fixed(geo.vocab_size)] } else { &[Named("batch"), Fixed(geo.vocab_size)] };
+    let mut outputs = vec![port(LOGITS, DataType::Float, logits_dims)];
     for (k, v) in &present {
         outputs.push(port(k, DataType::Float, &[Named("batch"), Fixed(kv), Named(keys), Fixed(hd)]));
         outputs.push(port(v, DataType::Float, &[Named("batch"), Fixed(kv), Named(keys), Fixed(hd)]));

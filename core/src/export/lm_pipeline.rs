@@ -28,6 +28,12 @@ pub struct CausalExportInput<'a> {
 
 /// Export a base model (no adapter) at `model_path` as a causal-LM pipeline.
 pub fn export_base_model(model_path: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportReport> {
+    with_base_model(model_path, |input| export_causal_lm(input, out, opts))
+}
+
+/// Load the decoder at `model_path` and hand `f` its export input, without interventions
+/// (for either export format).
+pub fn with_base_model<T>(model_path: &Path, f: impl FnOnce(&CausalExportInput) -> Result<T>) -> Result<T> {
     let backbone = crate::model::load(model_path, candle_core::DType::F32, &candle_core::Device::Cpu)?;
     let lm = backbone.as_causal_lm().ok_or_else(|| {
         Error::model(model_path, format!(
@@ -46,7 +52,7 @@ pub fn export_base_model(model_path: &Path, out: &Path, opts: &ExportOptions) ->
             base_model_fingerprint: crate::adapter::fingerprint(model_path)?,
         },
     };
-    export_causal_lm(&input, out, opts)
+    f(&input)
 }
 
 /// Write the causal-LM pipeline folder `out`. Every file is written atomically and

@@ -7,7 +7,8 @@
 //!
 //! - [`decoder`]: the two graphs of a causal-LM pipeline and their inputs and outputs.
 //! - [`pipeline`]: the artifact folder and `pipeline.yaml`; [`lm_pipeline`] its causal-LM
-//!   form, whose two graphs share one weight file ([`shared_data`]).
+//!   form, whose two graphs share one weight file ([`shared_data`]); [`genai`] a decoder as
+//!   the folder ONNX Runtime GenAI loads.
 //!
 //! Interventions become graph nodes the way [`crate::intervention::attach`] applies them in candle: at a
 //! representation hook `h' = h + m ⊙ Δ(h)` with the position mask `m` computed inside the
@@ -16,11 +17,13 @@
 //! module's output.
 
 pub mod decoder;
+pub mod genai;
 pub mod lm_pipeline;
 pub mod pipeline;
 
-pub use lm_pipeline::{export_base_model, export_causal_lm, CausalExportInput};
-pub use pipeline::{export_adapter, export_pipeline, ExportInput, ExportOptions, ExportReport};
+pub use genai::{export_genai, GenaiReport};
+pub use lm_pipeline::{export_base_model, export_causal_lm, with_base_model, CausalExportInput};
+pub use pipeline::{causal_lm_input, export_adapter, export_pipeline, ExportInput, ExportOptions, ExportReport};
 
 use crate::deploy::ExportedIntervention;
 use crate::error::{Error, Result};

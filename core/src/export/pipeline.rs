@@ -61,24 +61,7 @@ pub struct ExportInput<'a> {
 /// ([`export_causal_lm`]) with the interventions in its prefill graph.
 pub fn export_adapter(loaded: &Loaded, out: &Path, opts: &ExportOptions) -> Result<ExportReport> {
     let Some(head) = loaded.head.as_ref() else {
-        let Some(lm) = loaded.backbone.as_causal_lm() else {
-            return Err(Error::Other(format!(
-                "{}: the adapter has no classification head, and its base (`{}`) is not a decoder that could generate text: nothing to export",
-                loaded.dir.display(),
-                loaded.backbone.arch()
-            )));
-        };
-        let input = CausalExportInput {
-            lm,
-            interventions: &loaded.interventions,
-            model_path: &loaded.model_dir,
-            source: Source {
-                adapter: loaded.dir.display().to_string(),
-                base_model: loaded.model_dir.display().to_string(),
-                base_model_fingerprint: loaded.manifest.base_model.fingerprint.clone(),
-            },
-        };
-        return export_causal_lm(&input, out, opts);
+        return export_causal_lm(&causal_lm_input(loaded)?, out, opts);
     };
     let input = ExportInput {
         backbone: loaded.backbone.as_ref(),
@@ -94,6 +77,29 @@ pub fn export_adapter(loaded: &Loaded, out: &Path, opts: &ExportOptions) -> Resu
         },
     };
     export_pipeline(&input, out, opts)
+}
+
+/// The export input of an adapter on a decoder without a classification head (a causal-LM
+/// adapter); an error naming the adapter otherwise.
+pub fn causal_lm_input(loaded: &Loaded) -> Result<CausalExportInput<'_>> {
+    let Some(lm) = loaded.backbone.as_causal_lm().filter(|_| loaded.head.is_none()) else {
+        return Err(Error::Other(format!(
+            "{}: not a causal-LM adapter (it {}, on a `{}` base): only a decoder's adapter without a classification head generates text",
+            loaded.dir.display(),
+            if loaded.head.is_some() { "has a classification head" } else { "has no classification head" },
+            loaded.backbone.arch()
+        )));
+    };
+    Ok(CausalExportInput {
+        lm,
+        interventions: &loaded.interventions,
+        model_path: &loaded.model_dir,
+        source: Source {
+            adapter: loaded.dir.display().to_string(),
+            base_model: loaded.model_dir.display().to_string(),
+            base_model_fingerprint: loaded.manifest.base_model.fingerprint.clone(),
+        },
+    })
 }
 
 /// Write the pipeline folder `out` for `input`. Each file is written atomically, and

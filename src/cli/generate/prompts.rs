@@ -61,7 +61,8 @@ pub(super) fn generate_many(session: &Session, args: &GenerateArgs) -> anyhow::R
     let format = format(session, args)?;
     for prompt in &prompts {
         let templated = matches!(format, PromptFormat::Chat { .. });
-        let (text, gen) = session.run_to(&format.render(prompt)?, templated, !args.json)?;
+        let rendered = format.render(prompt)?;
+        let (text, gen) = session.run_to(&rendered, templated, !args.json)?;
         if args.json {
             let stop = match gen.stop {
                 StopReason::StopToken(_) => "end_of_sequence",
@@ -69,7 +70,8 @@ pub(super) fn generate_many(session: &Session, args: &GenerateArgs) -> anyhow::R
                 StopReason::ContextFull => "context_full",
             };
             let record = serde_json::json!({
-                "prompt": prompt, "output": text, "token_ids": gen.tokens, "new_tokens": gen.tokens.len(), "stop": stop,
+                "prompt": prompt, "prompt_ids": session.encode(&rendered, templated)?,
+                "output": text, "token_ids": gen.tokens, "new_tokens": gen.tokens.len(), "stop": stop,
             });
             println!("{record}");
         } else {
