@@ -12,7 +12,7 @@
 //! 5. `onnx` (graph vocabulary) 6. `intervention` (trait, registry, attach) 7. `plugin`
 //! 8. `model` (backbones and their ONNX nodes) 9. `deploy`, `generate`
 //! 10. `recipe` 11. `data` 12. `task` 13. `collect`, `adapter` 14. `train`
-//! 15. `export` 16. `runtime`
+//! 15. `export`, `sweep` (many trainings, selected by dev) 16. `runtime`
 
 pub mod adapter;
 pub mod alloc;
@@ -36,6 +36,7 @@ pub mod plugin;
 pub mod recipe;
 pub mod rng;
 pub mod runtime;
+pub mod sweep;
 pub mod task;
 pub mod train;
 

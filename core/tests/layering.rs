@@ -24,7 +24,7 @@ const FLOORS: &[&[&str]] = &[
     &["task"],
     &["collect", "adapter"],
     &["train"],
-    &["export"],
+    &["export", "sweep"],
     &["runtime"],
 ];
 

@@ -15,6 +15,7 @@ mod plugins;
 mod progress;
 mod run;
 mod setup;
+mod sweep;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +54,8 @@ enum Command {
     Collect(collect::Args),
     /// Train a recipe: interventions and head on the frozen model; keeps the best adapter.
     Train(train::Args),
+    /// Train a recipe over a grid or random search of overrides and seeds; select by dev; resumable.
+    Sweep(sweep::Args),
     /// Evaluate an adapter on a data file: accuracy, or a causal LM's response loss and perplexity.
     Eval(eval::EvalArgs),
     /// Classify texts with an adapter (arguments, or one per stdin line).
@@ -83,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check(a) => check::run(a),
         Command::Collect(a) => collect::run(a),
         Command::Train(a) => train::run(a),
+        Command::Sweep(a) => sweep::run(a),
         Command::Eval(a) => eval::eval(a),
         Command::Predict(a) => eval::predict(a),
         Command::Export(a) => export::run(a),

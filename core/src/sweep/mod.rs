@@ -1,0 +1,125 @@
+//! Sweeps (`reft sweep SWEEP.yaml`): train a base recipe under many overrides and seeds, one
+//! trial after another, each in its own run folder under the sweep folder; select by dev.
+//!
+//! - [`spec`]: the sweep file, its grid or random search, checked against the recipe up front;
+//! - [`record`]: `sweep.jsonl`, a line per finished trial (what resuming reads);
+//! - [`select`]: the ranking by mean dev over seeds, and `summary.md`.
+//!
+//! A killed sweep resumes where it stopped: recorded trials are skipped, and the trial that
+//! was running continues from its checkpoint (`reft train --resume`'s path).
+
+pub mod record;
+pub mod select;
+pub mod spec;
+
+pub use record::{Direction, TrialRecord, RECORDS_FILE};
+pub use select::{rank, summary_markdown, ConfigResult};
+pub use spec::Sweep;
+
+use crate::error::{Error, Result};
+use crate::recipe::{LoadedRecipe, Plan};
+use crate::train::{self, Reporter, TrainOptions};
+use std::path::{Path, PathBuf};
+
+pub const SUMMARY_FILE: &str = "summary.md";
+/// The sweep file as it was when the folder was started: resuming with another is refused.
+pub const SWEEP_COPY_FILE: &str = "sweep.yaml";
+
+/// One trial to run: configuration `config` with `train.seed = seed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trial {
+    pub config: usize,
+    pub seed: u64,
+}
+
+impl Trial {
+    pub fn name(&self) -> String {
+        format!("c{:03}-s{}", self.config, self.seed)
+    }
+}
+
+/// What the caller sees as the sweep goes.
+pub trait SweepReporter {
+    /// Trial `index` of `total` (counting the skipped ones) is about to train.
+    fn trial_start(&mut self, index: usize, total: usize, trial: &Trial, description: &str, resumed: bool);
+    fn trial_end(&mut self, record: &TrialRecord);
+    /// The trainer's own reporter for the running trial.
+    fn trainer(&mut self) -> &mut dyn Reporter;
+}
+
+/// Every trial in order: configurations in order, each over the seeds.
+pub fn trials(sweep: &Sweep) -> Vec<Trial> {
+    (0..sweep.configs.len()).flat_map(|config| sweep.seeds.iter().map(move |&seed| Trial { config, seed })).collect()
+}
+
+/// Run (or resume) `sweep` into `dir`; returns every record, in trial order.
+pub fn run(sweep: &Sweep, dir: &Path, reporter: &mut dyn SweepReporter) -> Result<Vec<TrialRecord>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let copy = dir.join(SWEEP_COPY_FILE);
+    let text = std::fs::read_to_string(&sweep.path).map_err(|e| Error::io(&sweep.path, e))?;
+    match std::fs::read_to_string(&copy) {
+        Ok(old) if old != text => {
+            return Err(Error::Other(format!(
+                "{} was started from another sweep file (its copy is {}); give another --out, or delete that folder to start again",
+                dir.display(),
+                copy.display()
+            )))
+        }
+        Ok(_) => {}
+        Err(_) => crate::io::write_atomic(&copy, text.as_bytes())?,
+    }
+    let mut records = record::read(dir)?;
+    let all = trials(sweep);
+    let base = std::fs::read_to_string(&sweep.recipe).map_err(|e| Error::io(&sweep.recipe, e))?;
+    for (i, trial) in all.iter().enumerate() {
+        if records.iter().any(|r| r.config == trial.config && r.seed == trial.seed) {
+            continue;
+        }
+        let run_dir = dir.join(trial.name());
+        let resumed = run_dir.join(crate::train::checkpoint::CHECKPOINT_DIR).exists();
+        reporter.trial_start(i, all.len(), trial, &sweep.describe(trial.config), resumed);
+        let overrides = sweep.overrides(trial.config, trial.seed);
+        let plan = Plan::new(LoadedRecipe::parse_with_overrides(&sweep.recipe, &base, &overrides)?)?;
+        let start = std::time::Instant::now();
+        let summary = train::train(
+            &plan,
+            TrainOptions { run_dir: run_dir.clone(), resume: resumed, checkpoint_every: 50, log_every: 10, cache_prefix: true, reporter: reporter.trainer() },
+        )?;
+        let Some(dev) = summary.dev else {
+            return Err(Error::Other(format!("{}: the recipe has no `data.eval`; a sweep selects by dev, so it needs one", sweep.recipe.display())));
+        };
+        let (dev_score, _) = record::score(&dev);
+        let rec = TrialRecord {
+            trial: trial.name(),
+            config: trial.config,
+            seed: trial.seed,
+            overrides: sweep.configs[trial.config].iter().map(|(k, v)| spec::override_arg(k, v)).collect(),
+            dev: dev_score,
+            test: summary.test.as_ref().map(|t| record::score(t).0),
+            trainable_parameters: summary.trainable_parameters,
+            seconds: start.elapsed().as_secs_f64(),
+            dev_metrics: Some(dev),
+            test_metrics: summary.test,
+        };
+        record::append(dir, &rec)?;
+        reporter.trial_end(&rec);
+        records.push(rec);
+        write_summary(sweep, dir, &records, all.len())?;
+    }
+    write_summary(sweep, dir, &records, all.len())?;
+    records.sort_by_key(|r| all.iter().position(|t| t.config == r.config && t.seed == r.seed));
+    Ok(records)
+}
+
+/// The direction of the records' metric (accuracy unless they hold losses).
+pub fn direction(records: &[TrialRecord]) -> Direction {
+    records.iter().find_map(|r| r.dev_metrics.as_ref()).map_or(Direction::Higher, |m| record::score(m).1)
+}
+
+fn write_summary(sweep: &Sweep, dir: &Path, records: &[TrialRecord], total: usize) -> Result<PathBuf> {
+    let d = direction(records);
+    let md = summary_markdown(sweep, &rank(records, d), d, total, records.len());
+    let path = dir.join(SUMMARY_FILE);
+    crate::io::write_atomic(&path, md.as_bytes())?;
+    Ok(path)
+}

@@ -1,0 +1,173 @@
+//! `reft sweep` on the tiny test model: a grid over two keys and two seeds, the ranking by
+//! mean dev (recomputed here from sweep.jsonl), resume after a kill (finished trials are not
+//! trained again), and errors that name the sweep file's line and column.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A tiny model, data and recipe in `dir`; returns the recipe path.
+fn tiny_recipe(dir: &Path, epochs: usize) -> PathBuf {
+    std::fs::create_dir_all(dir.join("model")).unwrap();
+    common::tiny_model::write(&dir.join("model"));
+    let words = ["good", "bad", "film", "movie", "great", "awful", "the", "cat", "sat", "hello", "world", "fine"];
+    let mut rows = String::from("text\tlabel\n");
+    for i in 0..96 {
+        let text: Vec<&str> = (0..6).map(|k| words[(i * 7 + k * 5) % words.len()]).collect();
+        rows.push_str(&format!("{}\t{}\n", text.join(" "), i % 2));
+    }
+    std::fs::write(dir.join("train.tsv"), &rows).unwrap();
+    std::fs::write(dir.join("dev.tsv"), &rows).unwrap();
+    let recipe = dir.join("recipe.yaml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "model: {{ path: model }}\ntask: {{ kind: classification, num_labels: 2 }}\n\
+data: {{ train: train.tsv, eval: dev.tsv, test: dev.tsv, max_length: 16 }}\n\
+interventions:\n  - {{ kind: loreft, hooks: \"layers[1].block_output\", positions: f1, rank: 1 }}\n\
+train: {{ epochs: {epochs}, batch_size: 4, lr: 0.01 }}\n"
+        ),
+    )
+    .unwrap();
+    recipe
+}
+
+const GRID: &str = "recipe: recipe.yaml\nseeds: [1, 2]\nset:\n  train.batch_size: 8\ngrid:\n  train.lr: [0.001, 0.05]\n  interventions[0].rank: [1, 2]\n";
+
+fn records(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("sweep.jsonl")).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn a_grid_trains_every_trial_and_selects_by_mean_dev() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_recipe(tmp.path(), 1);
+    let sweep = tmp.path().join("sweep.yaml");
+    std::fs::write(&sweep, GRID).unwrap();
+    let out = tmp.path().join("out");
+    let (ok, stdout, err) = run_reft(&["sweep", sweep.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let recs = records(&out);
+    assert_eq!(recs.len(), 8, "{recs:?}");
+    let names: std::collections::BTreeSet<&str> = recs.iter().map(|r| r["trial"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 8);
+    for r in &recs {
+        let run = out.join(r["trial"].as_str().unwrap());
+        assert!(run.join("summary.json").is_file(), "{} has no summary.json", run.display());
+        // The trial trained what its record says.
+        let trained: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(trained["trainable_parameters"], r["trainable_parameters"]);
+    }
+    // rank 2 has more parameters than rank 1.
+    let params = |rank: &str| recs.iter().find(|r| r["overrides"].as_array().unwrap().iter().any(|o| o == &serde_json::json!(format!("interventions[0].rank={rank}")))).unwrap()["trainable_parameters"].as_u64().unwrap();
+    assert!(params("2") > params("1"));
+
+    // The best configuration is the one with the highest mean dev accuracy over its seeds.
+    let mut by_config: std::collections::BTreeMap<u64, Vec<f64>> = Default::default();
+    for r in &recs {
+        by_config.entry(r["config"].as_u64().unwrap()).or_default().push(r["dev"].as_f64().unwrap());
+    }
+    let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+    let best = by_config.iter().max_by(|a, b| mean(a.1).partial_cmp(&mean(b.1)).unwrap().then(b.0.cmp(a.0))).unwrap();
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    let best_line = summary.lines().find(|l| l.starts_with("**Best**")).expect(&summary);
+    let best_record = recs.iter().find(|r| r["config"].as_u64() == Some(*best.0)).unwrap();
+    for o in best_record["overrides"].as_array().unwrap() {
+        assert!(best_line.contains(o.as_str().unwrap()), "{best_line} should name {o}");
+    }
+    assert!(best_line.contains(&format!("dev {:.2}", 100.0 * mean(best.1))), "{best_line}");
+    assert!(stdout.contains("8 trials"), "{stdout}");
+    // Running it again trains nothing.
+    let (ok, _, err) = run_reft(&["sweep", sweep.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(ok && !err.contains("[1/8]"), "{err}");
+    assert_eq!(records(&out).len(), 8);
+}
+
+#[test]
+fn a_killed_sweep_resumes_without_training_finished_trials_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_recipe(tmp.path(), 6);
+    let sweep = tmp.path().join("sweep.yaml");
+    std::fs::write(&sweep, GRID).unwrap();
+    let out = tmp.path().join("out");
+    let mut child = std::process::Command::new(reft_bin())
+        .args(["sweep", sweep.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while records(&out).len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(300), "no trial finished in 5 minutes");
+        assert!(child.try_wait().unwrap().is_none(), "the sweep ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = records(&out);
+    assert!(before.len() < 8, "every trial finished before the kill");
+    let (ok, _, err) = run_reft(&["sweep", sweep.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let after = records(&out);
+    assert_eq!(after.len(), 8, "{after:?}");
+    // The records of the first run are kept as they were, and those trials did not run again.
+    assert_eq!(&after[..before.len()], &before[..]);
+    for r in &before {
+        let name = r["trial"].as_str().unwrap();
+        assert!(!err.contains(&format!("] {name} ")), "{name} trained again:\n{err}");
+    }
+    let names: std::collections::BTreeSet<&str> = after.iter().map(|r| r["trial"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 8);
+}
+
+fn sweep_fails(text: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_recipe(tmp.path(), 1);
+    let sweep = tmp.path().join("sweep.yaml");
+    std::fs::write(&sweep, text).unwrap();
+    let (ok, _, err) = run_reft(&["sweep", sweep.to_str().unwrap(), "--out", tmp.path().join("out").to_str().unwrap(), "--dry-run"]);
+    assert!(!ok, "accepted:\n{text}");
+    assert!(!tmp.path().join("out").exists(), "a refused sweep wrote its folder");
+    err
+}
+
+#[test]
+fn sweep_errors_name_the_line_and_column() {
+    let err = sweep_fails("recipe: recipe.yaml\ngrid:\n  train.lr: [0.01]\n  interventions[0].rnak: [2, 4]\n");
+    assert!(err.contains("sweep.yaml:4:3") && err.contains("interventions[0].rnak") && err.contains("rnak"), "{err}");
+    let err = sweep_fails("recipe: recipe.yaml\ngrdi:\n  train.lr: [0.01]\n");
+    assert!(err.contains("sweep.yaml:2:1") && err.contains("unknown field `grdi`"), "{err}");
+    let err = sweep_fails("recipe: recipe.yaml\ngrid:\n  train.seed: [1, 2]\n");
+    assert!(err.contains("sweep.yaml:3:3") && err.contains("`seeds:`"), "{err}");
+    let err = sweep_fails("recipe: recipe.yaml\ngrid: { train.lr: [0.1] }\nrandom: { trials: 2, params: { train.lr: { log_uniform: [0.001, 0.01] } } }\n");
+    assert!(err.contains("not both"), "{err}");
+    let err = sweep_fails("recipe: recipe.yaml\nrandom:\n  trials: 3\n  params:\n    train.lr: { log_uniform: [0.01, 0.001] }\n");
+    assert!(err.contains("sweep.yaml:5:5") && err.contains("0 < lo < hi"), "{err}");
+    let err = sweep_fails("recipe: nowhere.yaml\n");
+    assert!(err.contains("sweep.yaml:1:1") && err.contains("no recipe at"), "{err}");
+    let err = sweep_fails("recipe: recipe.yaml\ngrid:\n  train.lr: [0.01, -1]\n");
+    assert!(err.contains("sweep.yaml:3:3") && err.contains("train.lr"), "{err}");
+}
+
+#[test]
+fn a_random_search_draws_its_trials_from_its_seed_and_refuses_a_changed_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_recipe(tmp.path(), 1);
+    let sweep = tmp.path().join("sweep.yaml");
+    let text = "recipe: recipe.yaml\nrandom:\n  trials: 3\n  seed: 5\n  params:\n    train.lr: { log_uniform: [0.001, 0.1] }\n    interventions[0].rank: { int_uniform: [1, 3] }\n";
+    std::fs::write(&sweep, text).unwrap();
+    let out = tmp.path().join("out");
+    let (ok, listed, err) = run_reft(&["sweep", sweep.to_str().unwrap(), "--out", out.to_str().unwrap(), "--dry-run"]);
+    assert!(ok, "{err}");
+    let (_, again, _) = run_reft(&["sweep", sweep.to_str().unwrap(), "--out", out.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(listed, again);
+    assert_eq!(listed.lines().filter(|l| l.contains("train.lr=")).count(), 3, "{listed}");
+    let (ok, _, err) = run_reft(&["sweep", sweep.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(records(&out).len(), 3);
+    std::fs::write(&sweep, text.replace("seed: 5", "seed: 6")).unwrap();
+    let (ok, _, err) = run_reft(&["sweep", sweep.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(!ok && err.contains("another sweep file"), "{err}");
+}
