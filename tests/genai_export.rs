@@ -110,6 +110,8 @@ fn genai_runs_the_base_model_as_reft_generate_does() {
     let config = export_genai(&["--model", gguf.to_str().unwrap()], &folder);
     assert_eq!(config["model"]["decoder"]["num_hidden_layers"], 30);
     assert_eq!(config["search"]["past_present_share_buffer"], false);
+    // GenAI's own default cache names, so tools that assume them find them.
+    assert_eq!(config["model"]["decoder"]["inputs"]["past_key_names"], "past_key_values.%d.key");
     onnx_checker(&folder.join("model.onnx"));
     let eos = ids(&config["model"]["eos_token_id"]);
 

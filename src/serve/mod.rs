@@ -31,6 +31,7 @@ pub struct Args {
     /// (its name is the folder's) or NAME=DIR.
     #[arg(required = true, value_name = "PIPELINE_DIR")]
     pub pipelines: Vec<String>,
+    /// Address to listen on (0.0.0.0: every interface, as in a container).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     /// 0 picks a free port (printed on start).

@@ -16,7 +16,7 @@ use crate::deploy::{ExportedIntervention, Port};
 use crate::error::Result;
 use crate::hooks::Site;
 use crate::intervention::attach::Interventions;
-use crate::onnx::decoder::{layer_name, DecoderExport, DecoderInputs, PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, POSITION_IDS};
+use crate::onnx::decoder::{layer_name, DecoderExport, DecoderInputs, GENAI_PAST_KEY, GENAI_PAST_VALUE, PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, POSITION_IDS};
 use crate::onnx::proto::{tensor_proto::DataType, ModelProto, ValueInfoProto};
 use crate::onnx::{model_of, value_info, ExportHooks, Graph, ATTENTION_MASK, INPUT_IDS, LOGITS};
 use candle_core::Tensor;
@@ -128,7 +128,8 @@ pub fn decoder_graph(lm: &dyn DecoderExport, stage: Stage, interventions: &Inter
     let mut g = Graph::new();
     g.int8_frozen = int8;
     let n = geo.num_layers;
-    let past: Vec<(String, String)> = (0..n).map(|l| (layer_name(PAST_KEY, l), layer_name(PAST_VALUE, l))).collect();
+    let (past_key, past_value) = if stage == Stage::Genai { (GENAI_PAST_KEY, GENAI_PAST_VALUE) } else { (PAST_KEY, PAST_VALUE) };
+    let past: Vec<(String, String)> = (0..n).map(|l| (layer_name(past_key, l), layer_name(past_value, l))).collect();
     let present: Vec<(String, String)> = (0..n).map(|l| (layer_name(PRESENT_KEY, l), layer_name(PRESENT_VALUE, l))).collect();
     for name in [INPUT_IDS, ATTENTION_MASK, POSITION_IDS, LOGITS] {
         g.reserve(name)?;

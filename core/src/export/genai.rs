@@ -10,7 +10,7 @@ use super::decoder::{decoder_graph, Stage};
 use super::lm_pipeline::CausalExportInput;
 use crate::error::{Error, Result};
 use crate::model::llama::ChatTemplate;
-use crate::onnx::decoder::{DecoderGeometry, PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, POSITION_IDS};
+use crate::onnx::decoder::{DecoderGeometry, GENAI_PAST_KEY, GENAI_PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, POSITION_IDS};
 use crate::onnx::shared_data::SharedData;
 use crate::onnx::{ATTENTION_MASK, INPUT_IDS, LOGITS};
 use std::path::{Path, PathBuf};
@@ -100,8 +100,8 @@ pub fn export_genai(input: &CausalExportInput, out: &Path) -> Result<GenaiReport
                     "input_ids": INPUT_IDS,
                     "attention_mask": ATTENTION_MASK,
                     "position_ids": POSITION_IDS,
-                    "past_key_names": template(PAST_KEY),
-                    "past_value_names": template(PAST_VALUE),
+                    "past_key_names": template(GENAI_PAST_KEY),
+                    "past_value_names": template(GENAI_PAST_VALUE),
                 },
                 "outputs": {
                     "logits": LOGITS,

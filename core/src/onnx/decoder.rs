@@ -14,6 +14,10 @@ pub const PAST_KEY: &str = "past.{i}.key";
 pub const PAST_VALUE: &str = "past.{i}.value";
 pub const PRESENT_KEY: &str = "present.{i}.key";
 pub const PRESENT_VALUE: &str = "present.{i}.value";
+/// The cache inputs of a `--format genai` graph: ONNX Runtime GenAI's own default names
+/// (its model builder's, and Hugging Face Optimum's), so other tools find them too.
+pub const GENAI_PAST_KEY: &str = "past_key_values.{i}.key";
+pub const GENAI_PAST_VALUE: &str = "past_key_values.{i}.value";
 
 /// The name of layer `l`'s cache tensor from a pattern above.
 pub fn layer_name(pattern: &str, l: usize) -> String {
