@@ -79,6 +79,11 @@ fn a_grid_trains_every_trial_and_selects_by_mean_dev() {
     }
     assert!(best_line.contains(&format!("dev {:.2}", 100.0 * mean(best.1))), "{best_line}");
     assert!(stdout.contains("8 trials"), "{stdout}");
+    // `reft plot` on the sweep folder: a panel per swept key and the frontier.
+    let (ok, printed, err) = run_reft(&["plot", out.to_str().unwrap(), "--width", "800", "--height", "600"]);
+    assert!(ok && printed.contains("8 trials, 2 swept keys"), "{printed}{err}");
+    let png = image::open(out.join("sweep.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (800, 600));
     // Running it again trains nothing.
     let (ok, _, err) = run_reft(&["sweep", sweep.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(ok && !err.contains("[1/8]"), "{err}");

@@ -11,6 +11,7 @@ mod infer;
 mod install;
 mod merge;
 mod plot;
+mod plot_sweep;
 mod plugins;
 mod progress;
 mod run;

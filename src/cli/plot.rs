@@ -1,5 +1,6 @@
 //! `reft plot RUN_DIR`: draw a run's training-loss and dev-accuracy curves from its
 //! `metrics.jsonl` into a PNG (pure Rust; the font is embedded, so no system font is needed).
+//! A sweep folder goes to plot_sweep.rs.
 
 use anyhow::{anyhow, bail, Context};
 use plotters::coord::Shift;
@@ -13,9 +14,10 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Run folder written by `reft train` (holds metrics.jsonl).
+    /// Run folder written by `reft train` (holds metrics.jsonl), or a sweep folder written
+    /// by `reft sweep` (holds sweep.jsonl: dev metric against each swept key).
     run_dir: PathBuf,
-    /// PNG to write (default: RUN_DIR/curves.png).
+    /// PNG to write (default: RUN_DIR/curves.png; a sweep: SWEEP_DIR/sweep.png).
     #[arg(long, value_name = "FILE.png")]
     out: Option<PathBuf>,
     /// Image width in pixels.
@@ -69,6 +71,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if !(200..=10_000).contains(&args.width) || !(200..=10_000).contains(&args.height) {
         bail!("--width and --height must be between 200 and 10000 pixels (got {}x{})", args.width, args.height);
+    }
+    if dir.join(reft_core::sweep::RECORDS_FILE).is_file() {
+        return super::plot_sweep::run(dir, args.out.clone(), (args.width, args.height));
     }
     let log_path = dir.join("metrics.jsonl");
     let log = read_log(&log_path)?;
@@ -235,11 +240,11 @@ fn y_range(values: impl Iterator<Item = f64>, lo: f64, hi: f64, min_span: f64) -
 // ---------------------------------------------------------------------------------------
 // Drawing
 
-const FONT: &str = "sans-serif";
-const BLUE: RGBColor = RGBColor(31, 119, 180);
-const ORANGE: RGBColor = RGBColor(230, 120, 20);
+pub(super) const FONT: &str = "sans-serif";
+pub(super) const BLUE: RGBColor = RGBColor(31, 119, 180);
+pub(super) const ORANGE: RGBColor = RGBColor(230, 120, 20);
 const GREEN: RGBColor = RGBColor(30, 150, 60);
-const GREY: RGBColor = RGBColor(140, 140, 140);
+pub(super) const GREY: RGBColor = RGBColor(140, 140, 140);
 
 fn register_fonts() -> anyhow::Result<()> {
     plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
@@ -252,6 +257,11 @@ fn register_fonts() -> anyhow::Result<()> {
 /// Draw into a temporary PNG beside `out`, then rename it over `out`, so a reader never sees
 /// a half-written image.
 fn write_png(out: &Path, title: &str, log: &Log, size: (u32, u32)) -> anyhow::Result<()> {
+    write_png_with(out, |tmp| draw(tmp, title, log, size))
+}
+
+/// Run `draw` into a temporary PNG beside `out`, then rename it over `out`.
+pub(super) fn write_png_with(out: &Path, draw: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
     register_fonts()?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -262,7 +272,7 @@ fn write_png(out: &Path, title: &str, log: &Log, size: (u32, u32)) -> anyhow::Re
     }
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = parent.join(format!(".{name}.{}.tmp.png", std::process::id()));
-    let result = draw(&tmp, title, log, size).and_then(|()| {
+    let result = draw(&tmp).and_then(|()| {
         std::fs::rename(&tmp, out).with_context(|| format!("moving {} to {}", tmp.display(), out.display()))
     });
     if result.is_err() {
@@ -286,7 +296,7 @@ fn draw(path: &Path, title: &str, log: &Log, (w, h): (u32, u32)) -> anyhow::Resu
     Ok(())
 }
 
-fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+pub(super) fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("{e}")
 }
 
