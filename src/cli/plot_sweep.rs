@@ -84,19 +84,13 @@ fn draw(path: &Path, title: &str, records: &[TrialRecord], keys: &[String], dire
                 let label = format!("{key}{}", if log { " (log)" } else { "" });
                 let points = records.iter().zip(&values).filter_map(|(r, v)| Some((v.as_ref()?.parse::<f64>().ok()?, scale * r.dev, colour(r))));
                 if log {
-                    let mut chart = ChartBuilder::on(area)
-                        .margin(px(8.0) as i32)
-                        .x_label_area_size(px(40.0) as u32)
-                        .y_label_area_size(px(56.0) as u32)
+                    let mut chart = panel(area, &px)
                         .build_cartesian_2d((xlo..xhi).log_scale(), ylo..yhi)
                         .map_err(plot_err)?;
                     chart.configure_mesh().x_desc(label).y_desc(metric).label_style((FONT, px(14.0))).draw().map_err(plot_err)?;
                     chart.draw_series(points.map(|(x, y, c)| Circle::new((x, y), px(5.0) as i32, c.filled()))).map_err(plot_err)?;
                 } else {
-                    let mut chart = ChartBuilder::on(area)
-                        .margin(px(8.0) as i32)
-                        .x_label_area_size(px(40.0) as u32)
-                        .y_label_area_size(px(56.0) as u32)
+                    let mut chart = panel(area, &px)
                         .build_cartesian_2d(xlo..xhi, ylo..yhi)
                         .map_err(plot_err)?;
                     chart.configure_mesh().x_desc(label).y_desc(metric).label_style((FONT, px(14.0))).draw().map_err(plot_err)?;
@@ -105,10 +99,7 @@ fn draw(path: &Path, title: &str, records: &[TrialRecord], keys: &[String], dire
             }
             Axis::Labels(labels) => {
                 let n = labels.len();
-                let mut chart = ChartBuilder::on(area)
-                    .margin(px(8.0) as i32)
-                    .x_label_area_size(px(40.0) as u32)
-                    .y_label_area_size(px(56.0) as u32)
+                let mut chart = panel(area, &px)
                     .build_cartesian_2d(-0.5..(n as f64 - 0.5), ylo..yhi)
                     .map_err(plot_err)?;
                 let names = labels.clone();
@@ -137,10 +128,7 @@ fn draw(path: &Path, title: &str, records: &[TrialRecord], keys: &[String], dire
             let tests: Vec<f64> = with_test.iter().map(|r| scale * r.test.unwrap_or(0.0)).collect();
             let (xlo, xhi) = log_span(&params);
             let (tlo, thi) = span(&tests);
-            let mut chart = ChartBuilder::on(area)
-                .margin(px(8.0) as i32)
-                .x_label_area_size(px(40.0) as u32)
-                .y_label_area_size(px(56.0) as u32)
+            let mut chart = panel(area, &px)
                 .build_cartesian_2d((xlo..xhi).log_scale(), tlo..thi)
                 .map_err(plot_err)?;
             let test_metric = metric.replacen("dev", "test", 1);
@@ -155,6 +143,13 @@ fn draw(path: &Path, title: &str, records: &[TrialRecord], keys: &[String], dire
     }
     root.present().map_err(plot_err)?;
     Ok(())
+}
+
+/// One panel's chart frame: margins and room for the axis labels.
+fn panel<'a, 'b>(area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>, px: &dyn Fn(f64) -> f64) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
+    let mut b = ChartBuilder::on(area);
+    b.margin(px(8.0) as i32).x_label_area_size(px(40.0) as u32).y_label_area_size(px(56.0) as u32);
+    b
 }
 
 /// A range around positive `xs` for a log axis: a quarter beyond each end, a decade at least.
