@@ -48,7 +48,7 @@ pub fn export_genai(input: &CausalExportInput, out: &Path) -> Result<GenaiReport
     let chat_template = ChatTemplate::source_for_model(input.model_path)?;
     let (bos_token, eos_token) = ChatTemplate::special_tokens_for_model(input.model_path)?;
     let pad_token = inner.id_to_token(tok.pad_id()).unwrap_or_default();
-    let from = if input.source.adapter.is_empty() { format!("model {}", input.source.base_model) } else { format!("adapter {}", input.source.adapter) };
+    let from = input.origin();
 
     // The graph first: an intervention that cannot be exported fails before anything is written.
     let mut graph = decoder_graph(export, Stage::Genai, input.interventions, false, &format!("reft decoder for ONNX Runtime GenAI from {from}"))?;

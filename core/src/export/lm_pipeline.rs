@@ -26,6 +26,17 @@ pub struct CausalExportInput<'a> {
     pub source: Source,
 }
 
+impl CausalExportInput<'_> {
+    /// Where the graphs come from, for their doc strings: `adapter DIR` or `model PATH`.
+    pub fn origin(&self) -> String {
+        if self.source.adapter.is_empty() {
+            format!("model {}", self.source.base_model)
+        } else {
+            format!("adapter {}", self.source.adapter)
+        }
+    }
+}
+
 /// Export a base model (no adapter) at `model_path` as a causal-LM pipeline.
 pub fn export_base_model(model_path: &Path, out: &Path, opts: &ExportOptions) -> Result<ExportReport> {
     with_base_model(model_path, |input| export_causal_lm(input, out, opts))
@@ -77,7 +88,7 @@ pub fn export_causal_lm(input: &CausalExportInput, out: &Path, opts: &ExportOpti
         Some(_) => (Some(bos_token), Some(eos_token)),
         None => (None, None),
     };
-    let from = if input.source.adapter.is_empty() { format!("model {}", input.source.base_model) } else { format!("adapter {}", input.source.adapter) };
+    let from = input.origin();
 
     // The prefill graph first: it is where an intervention that cannot be exported fails,
     // before anything is written.
