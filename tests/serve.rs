@@ -151,13 +151,17 @@ fn predict_matches_onnx_runtime_batches_and_refuses_bad_requests_by_name() {
 #[test]
 fn a_full_queue_answers_503_with_retry_after_and_never_drops_a_connection() {
     let p = pipelines();
-    // One waiting request at most, and a worker slowed by a long batching wait.
-    let s = Server::start(&[p.classifier.to_str().unwrap(), "--max-queue", "1", "--max-batch", "64", "--max-wait-us", "300000"]);
+    // One waiting request at most; each request is a full batch of 64 long texts, so the
+    // worker is busy with one while the others arrive (a batching wait would let the worker
+    // drain the queue into its batch, and whether the queue ever filled would be timing).
+    let s = Server::start(&[p.classifier.to_str().unwrap(), "--max-queue", "1", "--max-batch", "64", "--max-wait-us", "0"]);
+    let long = "A slow, sprawling film that never finds its footing, though the cast tries hard. ".repeat(4);
     let handles: Vec<_> = (0..24)
         .map(|i| {
             let base = s.base.clone();
+            let texts = vec![format!("{i} {long}"); 64];
             std::thread::spawn(move || {
-                let body = serde_json::json!({ "inputs": [format!("text {i}")] }).to_string();
+                let body = serde_json::json!({ "inputs": texts }).to_string();
                 let mut r = Server::agent().post(format!("{base}/v1/predict")).send(body).expect("a connection was dropped without a status");
                 let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
                 (r.status().as_u16(), retry, r.body_mut().read_to_string().unwrap())
