@@ -705,6 +705,7 @@ fn train_on(model: &Path, data: &Path, device: &str, out: &Path) -> Result<reft_
         log_every: 1,
         cache_prefix: true,
         reporter: &mut reft_core::train::Silent,
+        collective: &reft_core::dist::SingleProcess,
     };
     Ok(reft_core::train::train(&plan, opts).with_context(|| format!("reft_core::train::train with device: {device}"))?)
 }

@@ -176,3 +176,61 @@ fn a_random_search_draws_its_trials_from_its_seed_and_refuses_a_changed_file() {
     let (ok, _, err) = run_reft(&["sweep", sweep.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(!ok && err.contains("another sweep file"), "{err}");
 }
+
+/// A sweep over two recipes, each with a transfer set, two trials at a time: every record
+/// names its recipe, trains what that recipe says, and its transfer accuracy is what
+/// `reft eval` gives on the kept adapter.
+#[test]
+fn parallel_trials_over_several_recipes_record_transfer_as_reft_eval_measures_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(tmp.path(), 2);
+    // Another domain: other words, labels the other way round for half of them.
+    let words = ["nice", "poor", "show", "play", "dull", "fun", "a", "dog", "ran"];
+    let mut rows = String::from("text\tlabel\n");
+    for i in 0..40 {
+        let text: Vec<&str> = (0..5).map(|k| words[(i * 3 + k * 2) % words.len()]).collect();
+        rows.push_str(&format!("{}\t{}\n", text.join(" "), (i / 3) % 2));
+    }
+    std::fs::write(tmp.path().join("other.tsv"), &rows).unwrap();
+    let text = std::fs::read_to_string(&recipe).unwrap().replace("test: dev.tsv,", "test: dev.tsv, transfer: { other: other.tsv },");
+    std::fs::write(&recipe, &text).unwrap();
+    std::fs::write(tmp.path().join("wide.yaml"), text.replace("rank: 1", "rank: 3").replace("layers[1]", "layers[0,1]")).unwrap();
+    let sweep = tmp.path().join("sweep.yaml");
+    std::fs::write(&sweep, "recipe: [recipe.yaml, wide.yaml]\nseeds: [1, 2]\n").unwrap();
+    let out = tmp.path().join("out");
+    let (ok, stdout, err) = run_reft(&["sweep", sweep.to_str().unwrap(), "--out", out.to_str().unwrap(), "--jobs", "2"]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("2 configuration(s) x 2 seed(s) = 4 trials"), "{stdout}");
+    let recs = records(&out);
+    assert_eq!(recs.len(), 4, "{recs:?}");
+    for r in &recs {
+        let run = out.join(r["trial"].as_str().unwrap());
+        assert!(run.join("train.log").is_file(), "{} has no train.log", run.display());
+        let trained: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(trained["trainable_parameters"], r["trainable_parameters"]);
+        let wide = r["recipe"].as_str().unwrap().ends_with("wide.yaml");
+        assert_eq!(wide, r["config"] == 1, "{r}");
+        let (ok, printed, err) = run_reft(&["eval", "--adapter", run.to_str().unwrap(), "--data", tmp.path().join("other.tsv").to_str().unwrap(), "--json"]);
+        assert!(ok, "{err}");
+        let eval: serde_json::Value = serde_json::from_str(&printed).unwrap();
+        assert_eq!(eval["metrics"]["examples"], 40);
+        assert_eq!(r["transfer"]["other"], eval["metrics"]["accuracy"], "{r}");
+    }
+    let p = |c: u64| recs.iter().find(|r| r["config"] == c).unwrap()["trainable_parameters"].as_u64().unwrap();
+    assert!(p(1) > p(0));
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("| other |") && summary.contains("recipe=wide.yaml"), "{summary}");
+
+    // The frontier of this sweep's two recipes and of another sweep: a method each.
+    std::fs::write(tmp.path().join("narrow.yaml"), "recipe: recipe.yaml\nseeds: [3]\n").unwrap();
+    let narrow = tmp.path().join("narrow");
+    let (ok, _, err) = run_reft(&["sweep", tmp.path().join("narrow.yaml").to_str().unwrap(), "--out", narrow.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let png = tmp.path().join("frontier.png");
+    let (ok, printed, err) = run_reft(&["plot", out.to_str().unwrap(), narrow.to_str().unwrap(), "--out", png.to_str().unwrap()]);
+    assert!(ok && printed.contains("(5 trials, 3 methods)"), "{printed}{err}");
+    assert!(printed.lines().any(|l| l.trim_start().starts_with("wide") && l.contains("(2 seed(s))")), "{printed}");
+    assert!(image::open(&png).is_ok());
+    let (ok, _, err) = run_reft(&["plot", out.to_str().unwrap(), tmp.path().to_str().unwrap()]);
+    assert!(!ok && err.contains("is not a sweep folder"), "{err}");
+}

@@ -22,6 +22,7 @@ pub mod collect;
 pub mod data;
 pub mod deploy;
 pub mod device;
+pub mod dist;
 pub mod error;
 pub mod export;
 pub mod generate;

@@ -16,7 +16,7 @@ const FLOORS: &[&[&str]] = &[
     &["hooks"],
     &["onnx"],
     &["intervention"],
-    &["plugin"],
+    &["plugin", "dist"],
     &["model"],
     &["deploy", "generate"],
     &["recipe"],

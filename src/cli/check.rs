@@ -46,6 +46,18 @@ fn render(plan: &Plan) -> String {
         TaskKind::CausalLm => "causal_lm".to_string(),
     };
     let _ = writeln!(s, "task    {task}");
+    // `train.batch_size` is the global batch: under mpirun/srun each rank trains its share.
+    let batch = r.train.batch_size;
+    match reft_core::dist::world::launch().filter(|l| l.world_size > 1) {
+        Some(l) => {
+            let (lo, hi) = (batch / l.world_size, batch.div_ceil(l.world_size));
+            let per_rank = if lo == hi { format!("{lo}") } else { format!("{lo}-{hi}") };
+            let _ = writeln!(s, "batch   {batch} global, {per_rank} per rank over {} ranks ({})", l.world_size, l.source);
+        }
+        None => {
+            let _ = writeln!(s, "batch   {batch} (one process; under mpirun/srun the global batch, split over the ranks)");
+        }
+    }
     let _ = writeln!(s);
     let rows: Vec<[String; 5]> = plan
         .interventions

@@ -11,12 +11,14 @@ mod infer;
 mod install;
 mod merge;
 mod plot;
+mod plot_frontier;
 mod plot_sweep;
 mod plugins;
 mod progress;
 mod run;
 mod setup;
 mod sweep;
+mod sweep_jobs;
 mod train;
 
 use clap::{Parser, Subcommand};

@@ -15,9 +15,12 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args)]
 pub struct Args {
     /// Run folder written by `reft train` (holds metrics.jsonl), or a sweep folder written
-    /// by `reft sweep` (holds sweep.jsonl: dev metric against each swept key).
-    run_dir: PathBuf,
-    /// PNG to write (default: RUN_DIR/curves.png; a sweep: SWEEP_DIR/sweep.png).
+    /// by `reft sweep` (holds sweep.jsonl: dev metric against each swept key). Several sweep
+    /// folders: one frontier, test against trainable parameters, a colour per method.
+    #[arg(required = true, num_args = 1.., value_name = "RUN_DIR")]
+    run_dirs: Vec<PathBuf>,
+    /// PNG to write (default: RUN_DIR/curves.png; a sweep: SWEEP_DIR/sweep.png; several
+    /// sweeps: frontier.png).
     #[arg(long, value_name = "FILE.png")]
     out: Option<PathBuf>,
     /// Image width in pixels.
@@ -62,15 +65,18 @@ impl Log {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let dir = &args.run_dir;
+    if !(200..=10_000).contains(&args.width) || !(200..=10_000).contains(&args.height) {
+        bail!("--width and --height must be between 200 and 10000 pixels (got {}x{})", args.width, args.height);
+    }
+    if args.run_dirs.len() > 1 {
+        return super::plot_frontier::run(&args.run_dirs, args.out.clone(), (args.width, args.height));
+    }
+    let dir = &args.run_dirs[0];
     if !dir.exists() {
         bail!("run folder {} does not exist", dir.display());
     }
     if !dir.is_dir() {
         bail!("{} is not a folder: give the run folder that `reft train` wrote", dir.display());
-    }
-    if !(200..=10_000).contains(&args.width) || !(200..=10_000).contains(&args.height) {
-        bail!("--width and --height must be between 200 and 10000 pixels (got {}x{})", args.width, args.height);
     }
     if dir.join(reft_core::sweep::RECORDS_FILE).is_file() {
         return super::plot_sweep::run(dir, args.out.clone(), (args.width, args.height));

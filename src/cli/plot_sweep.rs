@@ -17,6 +17,10 @@ enum Axis {
 }
 
 fn value_of(record: &TrialRecord, key: &str) -> Option<String> {
+    // A sweep over several recipes: the recipe's file stem.
+    if key == sweep::spec::RECIPE_KEY {
+        return record.recipe.as_ref().map(|r| Path::new(r).file_stem().map_or(r.clone(), |s| s.to_string_lossy().into_owned()));
+    }
     record.overrides.iter().find_map(|o| o.strip_prefix(&format!("{key}=")).map(|v| v.trim_matches('"').to_string()))
 }
 
@@ -42,6 +46,9 @@ pub fn run(dir: &Path, out: Option<PathBuf>, size: (u32, u32)) -> anyhow::Result
         bail!("{}: no finished trials in {} yet", dir.display(), sweep::RECORDS_FILE);
     }
     let mut keys: Vec<String> = records.iter().flat_map(|r| r.overrides.iter().filter_map(|o| o.split_once('=').map(|(k, _)| k.to_string()))).collect();
+    if records.iter().any(|r| r.recipe.is_some()) {
+        keys.push(sweep::spec::RECIPE_KEY.to_string());
+    }
     keys.sort();
     keys.dedup();
     let direction = sweep::direction(&records);

@@ -17,6 +17,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    super::train::refuse_under_launcher("reft run", "`mpirun … reft train RECIPE`, then `reft export` on its run folder")?;
     // Idempotent: a complete cache costs a marker check per asset.
     super::setup::fetch_defaults()?;
     let trained = super::train::train_and_report(super::train::Args::for_run(args.recipe))?;

@@ -17,6 +17,11 @@ pub struct Args {
     /// List the trials and their overrides, train nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Trials to train at once, each a `reft train` process with its share of the worker
+    /// threads (its output in train.log in its run folder). Default 1: one after another,
+    /// each with every thread.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
 }
 
 struct Progress {
@@ -39,6 +44,7 @@ impl SweepReporter for Progress {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    super::train::refuse_under_launcher("reft sweep", "one `reft sweep` process (`--jobs N` runs trials side by side)")?;
     let sweep = Sweep::load(&args.sweep)?;
     let dir = args.out.clone().unwrap_or_else(|| {
         let stem = args.sweep.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "sweep".into());
@@ -51,7 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         sweep.configs.len(),
         sweep.seeds.len(),
         trials.len(),
-        sweep.recipe.display(),
+        sweep.recipes_display(),
         done.len(),
         dir.display()
     );
@@ -67,8 +73,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut progress = Progress { bar: BarReporter::new() };
-    let records = sweep::run(&sweep, &dir, &mut progress)?;
+    let records = if args.jobs > 1 {
+        let mut progress = Progress { bar: BarReporter::new() };
+        super::sweep_jobs::run(&sweep, &dir, args.jobs as usize, |r| progress.trial_end(r))?
+    } else {
+        let mut progress = Progress { bar: BarReporter::new() };
+        sweep::run(&sweep, &dir, &mut progress)?
+    };
     let summary = std::fs::read_to_string(dir.join(sweep::SUMMARY_FILE))?;
     println!("{summary}");
     println!("records      {} ({} trials)", dir.join(sweep::RECORDS_FILE).display(), records.len());

@@ -62,6 +62,15 @@ pub struct Trained {
     pub causal_lm: bool,
 }
 
+/// Only `reft train` joins a data-parallel world: refuse `command` when a launcher started
+/// several ranks of it (each would fetch, sweep or export on its own), and say what to do.
+pub fn refuse_under_launcher(command: &str, instead: &str) -> anyhow::Result<()> {
+    if let Some(l) = reft_core::dist::world::launch().filter(|l| l.world_size > 1) {
+        anyhow::bail!("{command} runs as one process, but {} started {} ranks of it; use {instead}", l.source, l.world_size);
+    }
+    Ok(())
+}
+
 /// Train, print the summary, and return it.
 pub fn train_and_report(args: Args) -> anyhow::Result<Trained> {
     let RecipeArgs { recipe: recipe_path, out, set } = args.recipe;
@@ -81,7 +90,22 @@ pub fn train_and_report(args: Args) -> anyhow::Result<Trained> {
         let stem = recipe_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
         PathBuf::from("out").join(stem)
     });
-    let mut reporter = BarReporter::new();
+    // Under mpirun/srun this process is one rank of a data-parallel run: rank 0 shows the
+    // progress and prints the summary; the others train their shares silently.
+    let world = reft_core::dist::world::connect()?;
+    let root = world.is_root();
+    if root && world.world_size() > 1 {
+        eprintln!(
+            "data parallel: {} ranks over {}; global batch {} (about {} per rank)",
+            world.world_size(),
+            world.describe(),
+            plan.recipe.recipe.train.batch_size,
+            plan.recipe.recipe.train.batch_size.div_ceil(world.world_size())
+        );
+    }
+    let mut bar = BarReporter::new();
+    let mut silent = train::Silent;
+    let reporter: &mut dyn train::Reporter = if root { &mut bar } else { &mut silent };
     let summary = train::train(
         &plan,
         TrainOptions {
@@ -90,11 +114,16 @@ pub fn train_and_report(args: Args) -> anyhow::Result<Trained> {
             checkpoint_every: args.checkpoint_every,
             log_every: 10,
             cache_prefix: !args.no_cache,
-            reporter: &mut reporter,
+            reporter,
+            collective: world.as_ref(),
         },
-    )?;
+    )
+    .map_err(|e| if world.world_size() > 1 { anyhow::anyhow!("rank {}: {e}", world.rank()) } else { e.into() })?;
     let causal_lm = plan.recipe.recipe.task.kind == reft_core::recipe::TaskKind::CausalLm;
     let trained = Trained { summary: summary.clone(), test_file, text_column, label_column, export_dir, causal_lm };
+    if !root {
+        return Ok(trained);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(trained);
@@ -112,6 +141,9 @@ pub fn train_and_report(args: Args) -> anyhow::Result<Trained> {
     }
     if let Some(t) = &summary.test {
         show("test", t);
+    }
+    for (name, m) in &summary.transfer {
+        show(name, m);
     }
     println!("s/epoch      {:.1} (training only)", summary.seconds_per_epoch);
     Ok(trained)

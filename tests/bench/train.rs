@@ -134,6 +134,7 @@ fn bench_run(recipe: &str, epochs: usize, overrides: &[String]) {
             log_every: 50,
             cache_prefix: true,
             reporter: &mut reft_core::train::Silent,
+            collective: &reft_core::dist::SingleProcess,
         },
     )
     .unwrap();

@@ -43,6 +43,14 @@ pub(super) fn check(recipe: &LoadedRecipe, model: &ModelInfo) -> Result<()> {
         }
     }
     let task = &r.task;
+    if let Some(p) = task.classifier_dropout {
+        if task.kind != TaskKind::Classification {
+            return Err(recipe.error_at("task.classifier_dropout", "`classifier_dropout` applies to a classifier's head; a causal LM has none"));
+        }
+        if !(0.0..1.0).contains(&p) {
+            return Err(recipe.error_at("task.classifier_dropout", format!("`classifier_dropout` must be in [0, 1), got {p}")));
+        }
+    }
     if task.kind == TaskKind::Classification {
         if task.num_labels < 2 {
             return Err(recipe.error_at("task.num_labels", format!("a classifier needs at least 2 labels, got {}", task.num_labels)));

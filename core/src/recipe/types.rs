@@ -98,6 +98,10 @@ pub struct TaskSpec {
     /// causal_lm with the chat template: the system message (default: the template's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
+    /// classification: dropout before the classifier in training (HF's `classifier_dropout`;
+    /// default 0.1, BERT's `hidden_dropout_prob`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier_dropout: Option<f32>,
 }
 
 impl TaskSpec {
@@ -120,6 +124,7 @@ impl Default for TaskSpec {
             labels: None,
             chat_template: None,
             system: None,
+            classifier_dropout: None,
         }
     }
 }
@@ -140,6 +145,10 @@ pub struct DataSpec {
     pub eval: Option<String>,
     #[serde(default)]
     pub test: Option<String>,
+    /// Other domains, by name (`tweets: path`): evaluated once with the best weights, like
+    /// `test`, to see how much of the gain carries over. They never select anything.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub transfer: std::collections::BTreeMap<String, String>,
     /// Inferred from the file extension when absent.
     #[serde(default)]
     pub format: Option<DataFormat>,

@@ -52,8 +52,9 @@ pub fn trials(sweep: &Sweep) -> Vec<Trial> {
     (0..sweep.configs.len()).flat_map(|config| sweep.seeds.iter().map(move |&seed| Trial { config, seed })).collect()
 }
 
-/// Run (or resume) `sweep` into `dir`; returns every record, in trial order.
-pub fn run(sweep: &Sweep, dir: &Path, reporter: &mut dyn SweepReporter) -> Result<Vec<TrialRecord>> {
+/// Open (or reopen) the sweep folder: keep a copy of the sweep file, refuse a folder started
+/// from another, and return the records of the trials already finished there.
+pub fn open(sweep: &Sweep, dir: &Path) -> Result<Vec<TrialRecord>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let copy = dir.join(SWEEP_COPY_FILE);
     let text = std::fs::read_to_string(&sweep.path).map_err(|e| Error::io(&sweep.path, e))?;
@@ -68,47 +69,81 @@ pub fn run(sweep: &Sweep, dir: &Path, reporter: &mut dyn SweepReporter) -> Resul
         Ok(_) => {}
         Err(_) => crate::io::write_atomic(&copy, text.as_bytes())?,
     }
-    let mut records = record::read(dir)?;
-    let all = trials(sweep);
-    let base = std::fs::read_to_string(&sweep.recipe).map_err(|e| Error::io(&sweep.recipe, e))?;
-    for (i, trial) in all.iter().enumerate() {
-        if records.iter().any(|r| r.config == trial.config && r.seed == trial.seed) {
-            continue;
-        }
-        let run_dir = dir.join(trial.name());
-        let resumed = run_dir.join(crate::train::checkpoint::CHECKPOINT_DIR).exists();
-        reporter.trial_start(i, all.len(), trial, &sweep.describe(trial.config), resumed);
+    record::read(dir)
+}
+
+/// The trials not yet recorded, with their index among all trials.
+pub fn pending(sweep: &Sweep, records: &[TrialRecord]) -> Vec<(usize, Trial)> {
+    trials(sweep).into_iter().enumerate().filter(|(_, t)| !records.iter().any(|r| r.config == t.config && r.seed == t.seed)).collect()
+}
+
+/// The run folder of `trial`, and whether it holds a checkpoint to continue from.
+pub fn run_dir(dir: &Path, trial: &Trial) -> (PathBuf, bool) {
+    let run_dir = dir.join(trial.name());
+    let resumed = run_dir.join(crate::train::checkpoint::CHECKPOINT_DIR).exists();
+    (run_dir, resumed)
+}
+
+/// The record of a finished trial, from its training summary.
+pub fn record_of(sweep: &Sweep, trial: &Trial, summary: crate::train::TrainSummary, seconds: f64) -> Result<TrialRecord> {
+    let recipe = sweep.recipe(trial.config);
+    let Some(dev) = summary.dev else {
+        return Err(Error::Other(format!("{}: the recipe has no `data.eval`; a sweep selects by dev, so it needs one", recipe.display())));
+    };
+    Ok(TrialRecord {
+        trial: trial.name(),
+        config: trial.config,
+        seed: trial.seed,
+        overrides: sweep.config_overrides(trial.config),
+        recipe: (sweep.recipes.len() > 1).then(|| recipe.display().to_string()),
+        dev: record::score(&dev).0,
+        test: summary.test.as_ref().map(|t| record::score(t).0),
+        transfer: summary.transfer.iter().map(|(k, m)| (k.clone(), record::score(m).0)).collect(),
+        trainable_parameters: summary.trainable_parameters,
+        seconds,
+        dev_metrics: Some(dev),
+        test_metrics: summary.test,
+    })
+}
+
+/// Append a finished trial to `sweep.jsonl` and rewrite `summary.md`.
+pub fn finish(sweep: &Sweep, dir: &Path, records: &mut Vec<TrialRecord>, rec: TrialRecord) -> Result<()> {
+    record::append(dir, &rec)?;
+    records.push(rec);
+    write_summary(sweep, dir, records, trials(sweep).len())?;
+    Ok(())
+}
+
+/// Run (or resume) `sweep` into `dir`, one trial after another in this process; returns
+/// every record, in trial order.
+pub fn run(sweep: &Sweep, dir: &Path, reporter: &mut dyn SweepReporter) -> Result<Vec<TrialRecord>> {
+    let mut records = open(sweep, dir)?;
+    let total = trials(sweep).len();
+    for (i, trial) in pending(sweep, &records) {
+        let (run_dir, resumed) = run_dir(dir, &trial);
+        reporter.trial_start(i, total, &trial, &sweep.describe(trial.config), resumed);
         let overrides = sweep.overrides(trial.config, trial.seed);
-        let plan = Plan::new(LoadedRecipe::parse_with_overrides(&sweep.recipe, &base, &overrides)?)?;
+        let recipe = sweep.recipe(trial.config);
+        let base = std::fs::read_to_string(recipe).map_err(|e| Error::io(recipe, e))?;
+        let plan = Plan::new(LoadedRecipe::parse_with_overrides(recipe, &base, &overrides)?)?;
         let start = std::time::Instant::now();
         let summary = train::train(
             &plan,
-            TrainOptions { run_dir: run_dir.clone(), resume: resumed, checkpoint_every: 50, log_every: 10, cache_prefix: true, reporter: reporter.trainer() },
+            TrainOptions { run_dir, resume: resumed, checkpoint_every: 50, log_every: 10, cache_prefix: true, reporter: reporter.trainer(), collective: &crate::dist::SingleProcess },
         )?;
-        let Some(dev) = summary.dev else {
-            return Err(Error::Other(format!("{}: the recipe has no `data.eval`; a sweep selects by dev, so it needs one", sweep.recipe.display())));
-        };
-        let (dev_score, _) = record::score(&dev);
-        let rec = TrialRecord {
-            trial: trial.name(),
-            config: trial.config,
-            seed: trial.seed,
-            overrides: sweep.configs[trial.config].iter().map(|(k, v)| spec::override_arg(k, v)).collect(),
-            dev: dev_score,
-            test: summary.test.as_ref().map(|t| record::score(t).0),
-            trainable_parameters: summary.trainable_parameters,
-            seconds: start.elapsed().as_secs_f64(),
-            dev_metrics: Some(dev),
-            test_metrics: summary.test,
-        };
-        record::append(dir, &rec)?;
+        let rec = record_of(sweep, &trial, summary, start.elapsed().as_secs_f64())?;
         reporter.trial_end(&rec);
-        records.push(rec);
-        write_summary(sweep, dir, &records, all.len())?;
+        finish(sweep, dir, &mut records, rec)?;
     }
-    write_summary(sweep, dir, &records, all.len())?;
+    write_summary(sweep, dir, &records, total)?;
+    Ok(in_trial_order(sweep, records))
+}
+
+/// `records` sorted as the trials are listed.
+pub fn in_trial_order(sweep: &Sweep, mut records: Vec<TrialRecord>) -> Vec<TrialRecord> {
+    let all = trials(sweep);
     records.sort_by_key(|r| all.iter().position(|t| t.config == r.config && t.seed == r.seed));
-    Ok(records)
+    records
 }
 
 /// The direction of the records' metric (accuracy unless they hold losses).
@@ -116,7 +151,7 @@ pub fn direction(records: &[TrialRecord]) -> Direction {
     records.iter().find_map(|r| r.dev_metrics.as_ref()).map_or(Direction::Higher, |m| record::score(m).1)
 }
 
-fn write_summary(sweep: &Sweep, dir: &Path, records: &[TrialRecord], total: usize) -> Result<PathBuf> {
+pub fn write_summary(sweep: &Sweep, dir: &Path, records: &[TrialRecord], total: usize) -> Result<PathBuf> {
     let d = direction(records);
     let md = summary_markdown(sweep, &rank(records, d), d, total, records.len());
     let path = dir.join(SUMMARY_FILE);

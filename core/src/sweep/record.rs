@@ -17,10 +17,16 @@ pub struct TrialRecord {
     pub seed: u64,
     /// The swept keys' values, as `--set` gives them (`train.lr=0.001`).
     pub overrides: Vec<String>,
+    /// The base recipe, when the sweep has several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<String>,
     /// The selection metric on `data.eval` (higher is better; see [`Direction`]).
     pub dev: f64,
     /// The same metric on `data.test`, reported, never used to select.
     pub test: Option<f64>,
+    /// The same metric on each `data.transfer` set, by name (reported, never used to select).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub transfer: std::collections::BTreeMap<String, f64>,
     pub trainable_parameters: usize,
     pub seconds: f64,
     pub dev_metrics: Option<TaskMetrics>,

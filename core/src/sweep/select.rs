@@ -13,6 +13,8 @@ pub struct ConfigResult {
     pub dev_sd: f64,
     pub test_mean: Option<f64>,
     pub test_sd: Option<f64>,
+    /// Mean and sd on each transfer set every seed was evaluated on.
+    pub transfer: std::collections::BTreeMap<String, (f64, f64)>,
     pub trainable_parameters: usize,
 }
 
@@ -42,7 +44,14 @@ pub fn rank(records: &[TrialRecord], direction: Direction) -> Vec<ConfigResult> 
             } else {
                 (None, None)
             };
-            ConfigResult { config: c, seeds: mine.len(), dev_mean, dev_sd, test_mean, test_sd, trainable_parameters: mine[0].trainable_parameters }
+            let mut transfer = std::collections::BTreeMap::new();
+            for name in mine.iter().flat_map(|r| r.transfer.keys()) {
+                let xs: Vec<f64> = mine.iter().filter_map(|r| r.transfer.get(name).copied()).collect();
+                if xs.len() == mine.len() {
+                    transfer.insert(name.clone(), mean_sd(&xs));
+                }
+            }
+            ConfigResult { config: c, seeds: mine.len(), dev_mean, dev_sd, test_mean, test_sd, transfer, trainable_parameters: mine[0].trainable_parameters }
         })
         .collect();
     out.sort_by(|a, b| {
@@ -63,26 +72,32 @@ pub fn summary_markdown(sweep: &Sweep, ranked: &[ConfigResult], direction: Direc
         Direction::Lower => ("response loss", 1.0),
     };
     let pm = |m: f64, s: f64| format!("{:.2} ± {:.2}", scale * m, scale * s);
+    let transfer: std::collections::BTreeSet<&String> = ranked.iter().flat_map(|r| r.transfer.keys()).collect();
+    let also = if transfer.is_empty() { " is" } else { " and transfer are" };
     let mut out = format!(
-        "# Sweep `{}`\n\nBase recipe `{}`; {done} of {total_trials} trials done; seeds {:?}. Selected by mean dev {metric} over the seeds; test is reported, never used to select.\n\n",
+        "# Sweep `{}`\n\nBase recipe `{}`; {done} of {total_trials} trials done; seeds {:?}. Selected by mean dev {metric} over the seeds; test{also} reported, never used to select.\n\n",
         sweep.path.display(),
-        sweep.recipe.display(),
+        sweep.recipes_display(),
         sweep.seeds
     );
     if let Some(best) = ranked.first() {
         out.push_str(&format!(
-            "**Best**: {} — dev {}, test {} ({} seeds, {} trainable parameters)\n\n",
+            "**Best**: {} — dev {}, test {} ({} seed{}, {} trainable parameters)\n\n",
             sweep.describe(best.config),
             pm(best.dev_mean, best.dev_sd),
             best.test_mean.zip(best.test_sd).map_or("—".into(), |(m, s)| pm(m, s)),
             best.seeds,
+            if best.seeds == 1 { "" } else { "s" },
             best.trainable_parameters
         ));
     }
-    out.push_str(&format!("| rank | configuration | trainable | seeds | dev {metric} | test {metric} |\n|---|---|---|---|---|---|\n"));
+    let extra_head: String = transfer.iter().map(|t| format!(" {t} |")).collect();
+    let extra_rule: String = transfer.iter().map(|_| "---|").collect();
+    out.push_str(&format!("| rank | configuration | trainable | seeds | dev {metric} | test {metric} |{extra_head}\n|---|---|---|---|---|---|{extra_rule}\n"));
     for (i, r) in ranked.iter().enumerate() {
+        let extra: String = transfer.iter().map(|t| format!(" {} |", r.transfer.get(*t).map_or("—".into(), |(m, s)| pm(*m, *s)))).collect();
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |{extra}\n",
             i + 1,
             sweep.describe(r.config),
             r.trainable_parameters,
@@ -104,6 +119,8 @@ mod tests {
             config,
             seed,
             overrides: vec![],
+            recipe: None,
+            transfer: Default::default(),
             dev,
             test: Some(test),
             trainable_parameters: 10,

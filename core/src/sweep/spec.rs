@@ -16,8 +16,9 @@ pub type Value = serde_yaml::Value;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SweepFile {
-    /// The base recipe, relative to the sweep file.
-    pub recipe: String,
+    /// The base recipe, relative to the sweep file; or a list of them, each a configuration
+    /// of its own (combined with the grid or random draws: every key must apply to each).
+    pub recipe: Recipes,
     /// `train.seed` values: every configuration trains once per seed (default: 42).
     #[serde(default = "default_seeds")]
     pub seeds: Vec<u64>,
@@ -31,6 +32,25 @@ pub struct SweepFile {
     #[serde(default)]
     pub random: Option<RandomSearch>,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Recipes {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Recipes {
+    fn list(&self) -> Vec<String> {
+        match self {
+            Recipes::One(r) => vec![r.clone()],
+            Recipes::Many(rs) => rs.clone(),
+        }
+    }
+}
+
+/// The pseudo-key that names a configuration's recipe when a sweep has several.
+pub const RECIPE_KEY: &str = "recipe";
 
 fn default_seeds() -> Vec<u64> {
     vec![42]
@@ -97,10 +117,13 @@ pub type Config = BTreeMap<String, Value>;
 #[derive(Debug, Clone)]
 pub struct Sweep {
     pub path: PathBuf,
-    pub recipe: PathBuf,
+    /// The base recipes (one, unless the file lists several).
+    pub recipes: Vec<PathBuf>,
     pub seeds: Vec<u64>,
     pub set: BTreeMap<String, Value>,
     pub configs: Vec<Config>,
+    /// Which of `recipes` each configuration trains.
+    pub config_recipe: Vec<usize>,
 }
 
 /// `key=value` for `--set`: the value as JSON, which YAML reads back as the same value.
@@ -165,11 +188,36 @@ impl Sweep {
             }
             None => grid(&file.grid),
         };
-        let recipe = path.parent().unwrap_or(Path::new(".")).join(&file.recipe);
-        if !recipe.is_file() {
-            return Err(fail(key_at("recipe"), format!("no recipe at {}", recipe.display())));
+        let names = file.recipe.list();
+        if names.is_empty() {
+            return Err(fail(key_at("recipe"), "`recipe` is an empty list: name at least one recipe".into()));
         }
-        let sweep = Sweep { path: path.to_path_buf(), recipe, seeds: file.seeds, set: file.set, configs };
+        let mut recipes = Vec::new();
+        for name in &names {
+            let recipe = path.parent().unwrap_or(Path::new(".")).join(name);
+            if !recipe.is_file() {
+                return Err(fail(key_at("recipe"), format!("no recipe at {}", recipe.display())));
+            }
+            recipes.push(recipe);
+        }
+        // Several recipes: each configuration once per recipe, the recipe as a swept key.
+        let (configs, config_recipe) = if names.len() > 1 {
+            let mut all = Vec::new();
+            let mut which = Vec::new();
+            for (r, name) in names.iter().enumerate() {
+                for c in &configs {
+                    let mut c = c.clone();
+                    c.insert(RECIPE_KEY.to_string(), Value::from(name.clone()));
+                    all.push(c);
+                    which.push(r);
+                }
+            }
+            (all, which)
+        } else {
+            let n = configs.len();
+            (configs, vec![0; n])
+        };
+        let sweep = Sweep { path: path.to_path_buf(), recipes, seeds: file.seeds, set: file.set, configs, config_recipe };
         sweep.check(text)?;
         Ok(sweep)
     }
@@ -177,23 +225,27 @@ impl Sweep {
     /// Every trial's overrides, checked against the recipe now (one key at a time first, so
     /// an error points at the key), not after hours of training.
     fn check(&self, text: &str) -> Result<()> {
-        let base = std::fs::read_to_string(&self.recipe).map_err(|e| Error::io(&self.recipe, e))?;
         let mut seen = std::collections::BTreeSet::new();
-        let singles = self.set.iter().chain(self.configs.iter().flat_map(|c| c.iter()));
-        for (key, value) in singles {
-            let arg = override_arg(key, value);
-            if !seen.insert(arg.clone()) {
-                continue;
+        for recipe in &self.recipes {
+            let base = std::fs::read_to_string(recipe).map_err(|e| Error::io(recipe, e))?;
+            let singles = self.set.iter().chain(self.configs.iter().flat_map(|c| c.iter())).filter(|(k, _)| *k != RECIPE_KEY);
+            for (key, value) in singles {
+                let arg = override_arg(key, value);
+                if !seen.insert((recipe.clone(), arg.clone())) {
+                    continue;
+                }
+                plan(recipe, &base, &[arg.clone()]).map_err(|e| Error::Recipe {
+                    file: self.path.clone(),
+                    location: locate_key(text, key).map(|(line, column)| Location { file: self.path.clone(), line, column }),
+                    message: format!("`{key}: {}` does not apply to {}: {e}", show(value), recipe.display()),
+                })?;
             }
-            plan(&self.recipe, &base, &[arg.clone()]).map_err(|e| Error::Recipe {
-                file: self.path.clone(),
-                location: locate_key(text, key).map(|(line, column)| Location { file: self.path.clone(), line, column }),
-                message: format!("`{key}: {}` does not apply to {}: {e}", show(value), self.recipe.display()),
-            })?;
         }
         for (i, _) in self.configs.iter().enumerate() {
             let args = self.overrides(i, self.seeds[0]);
-            plan(&self.recipe, &base, &args).map_err(|e| Error::Recipe {
+            let recipe = self.recipe(i);
+            let base = std::fs::read_to_string(recipe).map_err(|e| Error::io(recipe, e))?;
+            plan(recipe, &base, &args).map_err(|e| Error::Recipe {
                 file: self.path.clone(),
                 location: None,
                 message: format!("configuration {i} ({}) does not make a valid recipe: {e}", self.describe(i)),
@@ -202,10 +254,25 @@ impl Sweep {
         Ok(())
     }
 
+    /// The base recipe of configuration `config`.
+    pub fn recipe(&self, config: usize) -> &Path {
+        &self.recipes[self.config_recipe[config]]
+    }
+
+    /// The recipes, for a heading: `a.yaml` or `a.yaml, b.yaml`.
+    pub fn recipes_display(&self) -> String {
+        self.recipes.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The swept keys' `--set` overrides of configuration `config` (the recipe pseudo-key left out).
+    pub fn config_overrides(&self, config: usize) -> Vec<String> {
+        self.configs[config].iter().filter(|(k, _)| *k != RECIPE_KEY).map(|(k, v)| override_arg(k, v)).collect()
+    }
+
     /// The `--set` overrides of configuration `config` with `seed`.
     pub fn overrides(&self, config: usize, seed: u64) -> Vec<String> {
         let mut out: Vec<String> = self.set.iter().map(|(k, v)| override_arg(k, v)).collect();
-        out.extend(self.configs[config].iter().map(|(k, v)| override_arg(k, v)));
+        out.extend(self.config_overrides(config));
         out.push(format!("train.seed={seed}"));
         out
     }

@@ -247,6 +247,14 @@ impl TaskModel for CausalLmModel<'_> {
         Ok((sum / n as f64)?)
     }
 
+    fn loss_weight(&self, set: &Encoded, idx: &[usize]) -> Result<usize> {
+        let all = set.prompt_lengths()?;
+        let rows: Vec<&[u32]> = idx.iter().map(|&i| set.ids[i].as_slice()).collect();
+        let prompt_lens: Vec<usize> = idx.iter().map(|&i| all[i]).collect();
+        let seq = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        Ok(scored_positions(&rows, &prompt_lens, seq).0.len())
+    }
+
     fn metrics(&self, set: &Encoded, batch_size: usize, pad_id: u32, prefix: Option<&PrefixCache>) -> Result<TaskMetrics> {
         let all = set.prompt_lengths()?;
         let device = self.device.clone();

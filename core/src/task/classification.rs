@@ -156,6 +156,10 @@ impl super::TaskModel for ClassifierModel<'_> {
         cross_entropy(&logits, &labels)
     }
 
+    fn loss_weight(&self, _: &super::Encoded, idx: &[usize]) -> Result<usize> {
+        Ok(idx.len())
+    }
+
     fn metrics(
         &self,
         set: &super::Encoded,

@@ -69,6 +69,10 @@ pub trait TaskModel {
         rng: &RefCell<SeededRng>,
     ) -> Result<Tensor>;
 
+    /// What `batch_loss` of examples `idx` averages over: examples for a classifier, response
+    /// tokens for a causal LM. Data parallelism weights each rank's mean by its share of it.
+    fn loss_weight(&self, set: &Encoded, idx: &[usize]) -> Result<usize>;
+
     /// Metrics over all of `set` in evaluation mode, `batch_size` examples at a time.
     fn metrics(&self, set: &Encoded, batch_size: usize, pad_id: u32, prefix: Option<&PrefixCache>) -> Result<TaskMetrics>;
 

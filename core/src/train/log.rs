@@ -118,6 +118,7 @@ mod tests {
             best_epoch: 2,
             dev: Some(TaskMetrics::CausalLm(LmMetrics::from_sum(12.0, 8, 2))),
             test: None,
+            transfer: Default::default(),
             trainable_parameters: 10,
             steps: 8,
             seconds_per_epoch: 1.5,

@@ -16,6 +16,7 @@ pub use reporter::{Reporter, Silent};
 
 use crate::adapter;
 use crate::data::batch_order;
+use crate::dist::{self, Collective};
 use crate::error::{Error, Result};
 use crate::model::{self, tokenizer::batch_from_ids, PrefixCache};
 use crate::recipe::{Plan, TaskKind};
@@ -42,6 +43,9 @@ pub struct TrainOptions<'a> {
     /// Cache the frozen layers below the lowest intervention (on by default).
     pub cache_prefix: bool,
     pub reporter: &'a mut dyn Reporter,
+    /// The data-parallel world (`dist::world::connect`; `&SingleProcess` for one process).
+    /// Every rank trains its share of each batch; rank 0 alone evaluates and writes.
+    pub collective: &'a dyn Collective,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -52,6 +56,9 @@ pub struct TrainSummary {
     /// an eval file, never zeros that read as a score.
     pub dev: Option<TaskMetrics>,
     pub test: Option<TaskMetrics>,
+    /// Metrics on each `data.transfer` file with the best weights, by the recipe's name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub transfer: std::collections::BTreeMap<String, TaskMetrics>,
     pub trainable_parameters: usize,
     pub steps: usize,
     /// Mean training seconds per epoch (evaluation excluded).
@@ -75,20 +82,32 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     let base_dtype = r.model.dtype.dtype();
     let dtype = DType::F32;
     let reporter = opts.reporter;
-    std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
-    // One trainer per folder; then nothing else writes here, so leftovers of a killed writer go.
-    let _lock = run_dir::RunLock::acquire(&opts.run_dir)?;
-    run_dir::remove_stray_temp_files(&opts.run_dir)?;
+    let world = opts.collective;
+    let root = world.is_root();
     let identity = run_dir::RunIdentity::of(plan)?;
+    // Every rank must train the same recipe on the same data with the same binary.
+    if world.world_size() > 1 {
+        dist::check_same_everywhere(world, &identity.fingerprint()?, "recipe, data files or reft binary")?;
+    }
+    // One trainer per folder; then nothing else writes here, so leftovers of a killed writer
+    // go. Only rank 0 writes the run folder.
+    let _lock = if root {
+        std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
+        let lock = run_dir::RunLock::acquire(&opts.run_dir)?;
+        run_dir::remove_stray_temp_files(&opts.run_dir)?;
+        Some(lock)
+    } else {
+        None
+    };
     // A fresh run into a folder that holds an earlier one replaces it: say so, never silently.
-    if !opts.resume && ["summary.json", crate::adapter::WEIGHTS_FILE, "checkpoint"].iter().any(|f| opts.run_dir.join(f).exists()) {
+    if root && !opts.resume && ["summary.json", crate::adapter::WEIGHTS_FILE, "checkpoint"].iter().any(|f| opts.run_dir.join(f).exists()) {
         reporter.message(&format!(
             "note: {} holds an earlier run; this one replaces its adapter, metrics and checkpoint \
              (--resume continues it instead; --out DIR keeps it)",
             opts.run_dir.display()
         ));
     }
-    if opts.resume {
+    if opts.resume && root {
         match run_dir::RunIdentity::load(&opts.run_dir)? {
             Some(recorded) => identity.check_resume(&recorded, &opts.run_dir)?,
             None => reporter.message(&format!(
@@ -98,7 +117,9 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
             )),
         }
     }
-    identity.save(&opts.run_dir)?;
+    if root {
+        identity.save(&opts.run_dir)?;
+    }
 
     // Model, data, interventions, head.
     let backbone = model::load(&plan.model_dir, base_dtype, &device)?;
@@ -109,17 +130,38 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     let train_set = encode_file(plan, "train", &data.train, &tok, lm, &mut note)?;
     let dev_set = match &data.eval { Some(f) => Some(encode_file(plan, "eval", f, &tok, lm, &mut note)?), None => None };
     let test_set = match &data.test { Some(f) => Some(encode_file(plan, "test", f, &tok, lm, &mut note)?), None => None };
+    // Read now, so a missing transfer file stops the run before training, not after.
+    let mut transfer_sets = Vec::new();
+    for (name, file) in &data.transfer {
+        transfer_sets.push((name.clone(), encode_file(plan, &format!("transfer.{name}"), file, &tok, lm, &mut note)?));
+    }
     reporter.message(&format!(
         "data: {} train, {} dev, {} test examples",
         train_set.ids.len(),
         dev_set.as_ref().map_or(0, |d| d.ids.len()),
         test_set.as_ref().map_or(0, |d| d.ids.len())
     ));
+    let ranks = world.world_size();
+    if ranks > train_set.ids.len() {
+        return Err(Error::Other(format!("{ranks} ranks for {} training examples: use at most one rank per example", train_set.ids.len())));
+    }
+    if ranks > t.batch_size {
+        return Err(recipe.error_at(
+            "train.batch_size",
+            format!("`batch_size` {} is the global batch, split over {ranks} ranks: it must be at least the world size", t.batch_size),
+        ));
+    }
     let mut init = SeededRng::new(t.seed);
     let interventions = plan.build_interventions(&device, dtype, init.next_u64())?;
     // Only classification has a head of its own; a causal LM reuses its frozen LM head.
     let head = match r.task.kind {
-        TaskKind::Classification => Some(ClassifierHead::new(backbone.hidden_size(), r.task.num_labels, r.task.pooling, &mut init.fork(), dtype, &device)?),
+        TaskKind::Classification => {
+            let mut head = ClassifierHead::new(backbone.hidden_size(), r.task.num_labels, r.task.pooling, &mut init.fork(), dtype, &device)?;
+            if let Some(p) = r.task.classifier_dropout {
+                head.dropout = p;
+            }
+            Some(head)
+        }
         TaskKind::CausalLm => None,
     };
     let params = adapter::named_tensors(&interventions, head.as_ref())
@@ -134,7 +176,8 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     let caches = if prefix_layer > 0 {
         let started = Instant::now();
         let build = |e: &Encoded| PrefixCache::build(backbone.as_ref(), prefix_layer, &e.ids, pad, 64, &device);
-        let c = (build(&train_set)?, dev_set.as_ref().map(build).transpose()?, test_set.as_ref().map(build).transpose()?);
+        // Only rank 0 evaluates.
+        let c = (build(&train_set)?, dev_set.as_ref().filter(|_| root).map(build).transpose()?, test_set.as_ref().filter(|_| root).map(build).transpose()?);
         let bytes = c.0.bytes() + c.1.as_ref().map_or(0, |x| x.bytes()) + c.2.as_ref().map_or(0, |x| x.bytes());
         reporter.message(&format!(
             "cached the frozen layers below layer {prefix_layer} ({:.0} MB, {:.1} s)",
@@ -166,10 +209,16 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     } else {
         Progress { global_step: 0, epoch: 0, batch_in_epoch: 0, best_dev_accuracy: None, best_epoch: None, history: vec![], train_seconds: 0.0, epoch_loss_sum: 0.0 }
     };
-    let log = MetricsLog::open(&opts.run_dir.join("metrics.jsonl"), opts.resume.then_some((progress.global_step, progress.epoch)))?;
+    let log = if root { Some(MetricsLog::open(&opts.run_dir.join("metrics.jsonl"), opts.resume.then_some((progress.global_step, progress.epoch)))?) } else { None };
+    let write_log = |record: &Record| log.as_ref().map_or(Ok(()), |l| l.write(record));
+    // Only rank 0 writes checkpoints (the others' state is the same).
+    let save_checkpoint = |opt: &AdamW, progress: &Progress| if root { checkpoint::save(&opts.run_dir, &params, opt, progress) } else { Ok(()) };
     let mut manifest = adapter::manifest_for(plan, &plan.model_dir)?;
     let eval_batch = model.eval_batch_size(t.batch_size);
 
+    // What data parallelism costs: all-reduce bytes and time (waiting for the slowest rank
+    // included) per update, said at the end.
+    let mut comm = dist::CommStats::default();
     reporter.begin(total, progress.global_step);
     'epochs: while progress.epoch < epochs {
         let epoch = progress.epoch;
@@ -182,14 +231,33 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
             }
             let step = progress.global_step;
             let lr = schedule::linear_lr(t.lr, step, total, warmup);
-            let rows: Vec<Vec<u32>> = idx.iter().map(|&i| train_set.ids[i].clone()).collect();
-            let batch = batch_from_ids(&rows, pad, &device)?;
+            // This rank's share of the global batch; its mean loss weighted by its share of
+            // what the global mean divides by, so the ranks' gradients sum to the global one.
+            let mine = dist::shard(idx, world.rank(), ranks);
             let rng = RefCell::new(step_rng(t.seed, step));
-            let loss = model.batch_loss(&batch, &train_set, idx, train_cache, &rng)?;
-            let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let (mut grads, mut loss_value) = if mine.is_empty() {
+                (candle_core::backprop::GradStore::default(), 0.0)
+            } else {
+                let rows: Vec<Vec<u32>> = mine.iter().map(|&i| train_set.ids[i].clone()).collect();
+                let batch = batch_from_ids(&rows, pad, &device)?;
+                let mut loss = model.batch_loss(&batch, &train_set, mine, train_cache, &rng)?;
+                if ranks > 1 {
+                    let share = model.loss_weight(&train_set, mine)? as f64 / model.loss_weight(&train_set, idx)?.max(1) as f64;
+                    loss = (loss * share)?;
+                }
+                let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                (if value.is_finite() { loss.backward()? } else { candle_core::backprop::GradStore::default() }, value)
+            };
+            let reduce_start = Instant::now();
+            if ranks > 1 {
+                let mut sum = [loss_value];
+                world.all_reduce_sum_f64(&mut sum)?;
+                loss_value = sum[0];
+                comm.bytes += std::mem::size_of::<f64>();
+            }
             if !loss_value.is_finite() {
                 // The weights have not been touched by this batch yet: they are the last good state.
-                checkpoint::save(&opts.run_dir, &params, &opt, &progress)?;
+                save_checkpoint(&opt, &progress)?;
                 return Err(Error::Other(format!(
                     "training stopped: the loss became {loss_value} at update {} (epoch {}, lr {lr:.3e}). \
 The last good state is saved in {}; lower `train.lr` and resume with --resume, or start again.",
@@ -198,7 +266,9 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
                     checkpoint::path(&opts.run_dir).display()
                 )));
             }
-            let grads = loss.backward()?;
+            comm.bytes += dist::grads::all_reduce(world, &params, &mut grads)?;
+            comm.seconds += reduce_start.elapsed().as_secs_f64();
+            comm.updates += 1;
             let (clip, grad_norm) = clip_factor(&params, &grads, t.max_grad_norm)?;
             opt.step(&params, &grads, lr, clip)?;
             progress.global_step += 1;
@@ -208,7 +278,7 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
             let secs = clock.elapsed().as_secs_f64();
             reporter.step(progress.global_step, epoch, loss_value, examples_since as f64 / secs.max(1e-9));
             if progress.global_step % opts.log_every.max(1) == 0 {
-                log.write(&Record::Step(StepRecord {
+                write_log(&Record::Step(StepRecord {
                     step: progress.global_step,
                     epoch: epoch + 1,
                     loss: loss_value,
@@ -221,7 +291,7 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
                 progress.train_seconds += clock.elapsed().as_secs_f64();
                 clock = Instant::now();
                 examples_since = 0;
-                checkpoint::save(&opts.run_dir, &params, &opt, &progress)?;
+                save_checkpoint(&opt, &progress)?;
             }
         }
         progress.train_seconds += clock.elapsed().as_secs_f64();
@@ -232,12 +302,12 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
         // End of epoch: evaluate on dev and keep the best adapter.
         let mean_loss = progress.epoch_loss_sum / batches_done.max(1) as f64;
         let dev = match &dev_set {
-            Some(d) => Some(model.metrics(d, eval_batch, pad, dev_cache)?),
-            None => None,
+            Some(d) if root => Some(model.metrics(d, eval_batch, pad, dev_cache)?),
+            _ => None,
         };
         let score = dev.map_or(-mean_loss, |d| d.score());
         let best = progress.best_dev_accuracy.is_none_or(|b| score > b);
-        if best {
+        if best && root {
             progress.best_dev_accuracy = Some(score);
             progress.best_epoch = Some(epoch);
             adapter::save(&opts.run_dir, &manifest, &interventions, head.as_ref())?;
@@ -250,7 +320,7 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
             best,
             train_seconds: progress.train_seconds,
         });
-        log.write(&record)?;
+        write_log(&record)?;
         progress.history.push(serde_json::to_value(&record).map_err(|e| Error::Other(e.to_string()))?);
         if let Some(d) = &dev {
             reporter.epoch(epoch, d, best);
@@ -258,12 +328,29 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
         progress.epoch += 1;
         progress.batch_in_epoch = 0;
         progress.epoch_loss_sum = 0.0;
-        checkpoint::save(&opts.run_dir, &params, &opt, &progress)?;
+        save_checkpoint(&opt, &progress)?;
         if progress.global_step >= total {
             break;
         }
     }
     reporter.end();
+    if ranks > 1 && comm.updates > 0 {
+        reporter.message(&comm.describe(ranks));
+    }
+    let seconds_per_epoch = progress.train_seconds / (progress.epoch.max(1)) as f64;
+    if !root {
+        // Rank 0 evaluates and writes; the others' part ends with the last update.
+        return Ok(TrainSummary {
+            run_dir: opts.run_dir.clone(),
+            best_epoch: 0,
+            dev: None,
+            test: None,
+            transfer: Default::default(),
+            trainable_parameters: trainable,
+            steps: progress.global_step,
+            seconds_per_epoch,
+        });
+    }
 
     // Test with the best weights, read back from disk (the same path a resumed run takes).
     let file = model::safetensors_file::WeightFile::load(&opts.run_dir.join(adapter::WEIGHTS_FILE), dtype, &device)?;
@@ -278,17 +365,23 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
         Some(d) => Some(model.metrics(d, eval_batch, pad, test_cache)?),
         None => None,
     };
+    // Other domains, without the prefix cache (each is evaluated once).
+    let mut transfer = std::collections::BTreeMap::new();
+    for (name, set) in &transfer_sets {
+        transfer.insert(name.clone(), model.metrics(set, eval_batch, pad, None)?);
+    }
     let best_epoch = progress.best_epoch.unwrap_or(0);
     let summary = TrainSummary {
         run_dir: opts.run_dir.clone(),
         best_epoch: best_epoch + 1,
         dev,
         test,
+        transfer,
         trainable_parameters: trainable,
         steps: progress.global_step,
-        seconds_per_epoch: progress.train_seconds / (progress.epoch.max(1)) as f64,
+        seconds_per_epoch,
     };
-    log.write(&Record::Final(FinalRecord { step: progress.global_step, summary: summary.clone() }))?;
+    write_log(&Record::Final(FinalRecord { step: progress.global_step, summary: summary.clone() }))?;
     manifest.metrics = serde_json::to_value(&summary).ok();
     adapter::save(&opts.run_dir, &manifest, &interventions, head.as_ref())?;
     // A LoRA-only adapter is also written in HF PEFT's layout, so PEFT (and anything that reads

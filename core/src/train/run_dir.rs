@@ -80,6 +80,10 @@ impl RunIdentity {
                 train.remove(key.trim_start_matches("train."));
             }
         }
+        // Transfer sets are only evaluated at the end: a resume may add or drop them.
+        if let Some(data) = value.get_mut("data").and_then(|t| t.as_mapping_mut()) {
+            data.remove("transfer");
+        }
         let mut data_sha256 = BTreeMap::new();
         if let Some(data) = &recipe.recipe.data {
             let files = [("train", Some(&data.train)), ("eval", data.eval.as_ref()), ("test", data.test.as_ref())];
@@ -91,6 +95,17 @@ impl RunIdentity {
             }
         }
         Ok(RunIdentity { recipe: value, data_sha256 })
+    }
+
+    /// A digest of this identity and of the running executable: ranks of one data-parallel
+    /// run must agree on it (dist::check_same_everywhere).
+    pub fn fingerprint(&self) -> Result<Vec<u8>> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(serde_json::to_vec(self).map_err(|e| Error::Other(e.to_string()))?);
+        let exe = std::env::current_exe().map_err(|e| Error::Other(format!("finding the running executable: {e}")))?;
+        h.update(crate::io::sha256_file(&exe).map_err(|e| Error::io(&exe, e))?.as_bytes());
+        Ok(h.finalize().to_vec())
     }
 
     fn path(run_dir: &Path) -> PathBuf {
