@@ -61,6 +61,7 @@ fn loss_falls_within_a_few_updates_and_same_seed_same_run() {
             checkpoint_every: 0,
             log_every: 1,
             cache_prefix: true,
+            prefix_cache_dir: None,
             reporter: &mut Silent,
             collective: &reft_core::dist::SingleProcess,
         };
@@ -250,7 +251,16 @@ fn causal_recipe_mistakes_name_their_line() {
     let path = tmp.path().join("long.yaml");
     std::fs::write(&path, format!("{head}task: {{ kind: causal_lm }}\ndata: {{ train: long.jsonl, max_length: {max_length} }}\ninterventions:\n  - {{ kind: loreft, hooks: \"layers[3].block_output\", positions: l1, rank: 4 }}\n")).unwrap();
     let plan = Plan::new(LoadedRecipe::load(&path).unwrap()).unwrap();
-    let opts = TrainOptions { run_dir: tmp.path().join("run"), resume: false, checkpoint_every: 0, log_every: 1, cache_prefix: true, reporter: &mut Silent, collective: &reft_core::dist::SingleProcess };
+    let opts = TrainOptions {
+        run_dir: tmp.path().join("run"),
+        resume: false,
+        checkpoint_every: 0,
+        log_every: 1,
+        cache_prefix: true,
+        prefix_cache_dir: None,
+        reporter: &mut Silent,
+        collective: &reft_core::dist::SingleProcess,
+    };
     let e = train::train(&plan, opts).unwrap_err().to_string();
     assert!(e.contains("long.jsonl:2") && e.contains("max_length"), "{e}");
 }

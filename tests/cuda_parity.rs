@@ -704,6 +704,7 @@ fn train_on(model: &Path, data: &Path, device: &str, out: &Path) -> Result<reft_
         checkpoint_every: 4,
         log_every: 1,
         cache_prefix: true,
+            prefix_cache_dir: None,
         reporter: &mut reft_core::train::Silent,
         collective: &reft_core::dist::SingleProcess,
     };

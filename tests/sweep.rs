@@ -79,6 +79,23 @@ fn a_grid_trains_every_trial_and_selects_by_mean_dev() {
     }
     assert!(best_line.contains(&format!("dev {:.2}", 100.0 * mean(best.1))), "{best_line}");
     assert!(stdout.contains("8 trials"), "{stdout}");
+    // The trials share the model, layer and data (train, dev and test are the same rows): one
+    // frozen-prefix cache on disk, built by the first trial and read by the others. The last
+    // trial, trained again with no cache at all, scores what its record says.
+    let caches: Vec<_> = std::fs::read_dir(out.join("prefix-cache")).unwrap().flatten().collect();
+    assert_eq!(caches.len(), 1, "{caches:?}");
+    let last = recs.last().unwrap();
+    let recipe = tmp.path().join("recipe.yaml");
+    let mut args = vec!["train".to_string(), recipe.to_str().unwrap().to_string(), "--no-cache".into(), "--json".into()];
+    args.extend(["--out".into(), tmp.path().join("again").to_str().unwrap().to_string()]);
+    let seed = format!("train.seed={}", last["seed"]);
+    for o in last["overrides"].as_array().unwrap().iter().map(|o| o.as_str().unwrap()).chain(["train.batch_size=8", seed.as_str()]) {
+        args.extend(["--set".into(), o.to_string()]);
+    }
+    let (ok, printed, err) = run_reft(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    let again: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(again["dev"]["accuracy"], last["dev"], "{printed}");
     // `reft plot` on the sweep folder: a panel per swept key and the frontier.
     let (ok, printed, err) = run_reft(&["plot", out.to_str().unwrap(), "--width", "800", "--height", "600"]);
     assert!(ok && printed.contains("8 trials, 2 swept keys"), "{printed}{err}");

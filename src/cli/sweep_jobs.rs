@@ -53,6 +53,7 @@ pub fn run(sweep: &Sweep, dir: &Path, jobs: usize, mut end: impl FnMut(&TrialRec
             if resumed {
                 cmd.arg("--resume");
             }
+            cmd.arg("--prefix-cache-dir").arg(sweep::prefix_cache_dir(dir));
             cmd.env("RAYON_NUM_THREADS", threads.to_string()).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
             let child = cmd.spawn().with_context(|| format!("starting {}", exe.display()))?;
             let again = if resumed { " (resuming from its checkpoint)" } else { "" };

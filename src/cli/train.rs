@@ -36,12 +36,16 @@ pub struct Args {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Keep the frozen-prefix caches in this folder and reuse them when another run has the
+    /// same model, lowest intervened layer and data (`reft sweep` gives its trials one).
+    #[arg(long, value_name = "DIR")]
+    prefix_cache_dir: Option<PathBuf>,
 }
 
 impl Args {
     /// The defaults `reft run` trains with.
     pub fn for_run(recipe: RecipeArgs) -> Self {
-        Args { recipe, resume: false, checkpoint_every: 50, no_cache: false, json: false }
+        Args { recipe, resume: false, checkpoint_every: 50, no_cache: false, json: false, prefix_cache_dir: None }
     }
 }
 
@@ -114,6 +118,7 @@ pub fn train_and_report(args: Args) -> anyhow::Result<Trained> {
             checkpoint_every: args.checkpoint_every,
             log_every: 10,
             cache_prefix: !args.no_cache,
+            prefix_cache_dir: args.prefix_cache_dir.clone(),
             reporter,
             collective: world.as_ref(),
         },

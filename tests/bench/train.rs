@@ -133,6 +133,7 @@ fn bench_run(recipe: &str, epochs: usize, overrides: &[String]) {
             checkpoint_every: 0,
             log_every: 50,
             cache_prefix: true,
+            prefix_cache_dir: None,
             reporter: &mut reft_core::train::Silent,
             collective: &reft_core::dist::SingleProcess,
         },

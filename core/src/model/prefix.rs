@@ -51,6 +51,40 @@ impl PrefixCache {
         Ok(Tensor::stack(&parts, 0)?)
     }
 
+    /// Write the cache to `path` (safetensors, atomically): every example's states end to end,
+    /// and their lengths.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        let mut tensors = std::collections::HashMap::new();
+        if !self.states.is_empty() {
+            tensors.insert("states".to_string(), Tensor::cat(&self.states, 0)?);
+        }
+        let lengths: Vec<u32> = self.states.iter().map(|t| t.dim(0).map(|n| n as u32)).collect::<candle_core::Result<_>>()?;
+        let n = lengths.len();
+        tensors.insert("lengths".to_string(), Tensor::from_vec(lengths, n, &Device::Cpu)?);
+        crate::io::save_safetensors_atomic(&tensors, path)
+    }
+
+    /// A cache written by [`Self::save`] for examples of these token `lengths`; `None` when the
+    /// file holds other lengths (then it is not this data's cache).
+    pub fn load(path: &std::path::Path, layer: usize, lengths: &[usize], device: &Device) -> Result<Option<Self>> {
+        let file = candle_core::safetensors::load(path, device).map_err(|e| crate::error::Error::model(path, format!("not a prefix cache: {e}")))?;
+        let stored: Vec<u32> = match file.get("lengths") {
+            Some(t) => t.to_vec1()?,
+            None => return Ok(None),
+        };
+        if stored.len() != lengths.len() || stored.iter().zip(lengths).any(|(a, b)| *a as usize != *b) {
+            return Ok(None);
+        }
+        let Some(all) = file.get("states") else { return Ok(if lengths.is_empty() { Some(PrefixCache { layer, states: vec![] }) } else { None }) };
+        let mut states = Vec::with_capacity(lengths.len());
+        let mut start = 0;
+        for &len in lengths {
+            states.push(all.narrow(0, start, len)?);
+            start += len;
+        }
+        Ok(Some(PrefixCache { layer, states }))
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.states.iter().map(|t| t.elem_count() * t.dtype().size_in_bytes()).sum()

@@ -129,7 +129,16 @@ pub fn run(sweep: &Sweep, dir: &Path, reporter: &mut dyn SweepReporter) -> Resul
         let start = std::time::Instant::now();
         let summary = train::train(
             &plan,
-            TrainOptions { run_dir, resume: resumed, checkpoint_every: 50, log_every: 10, cache_prefix: true, reporter: reporter.trainer(), collective: &crate::dist::SingleProcess },
+            TrainOptions {
+                run_dir,
+                resume: resumed,
+                checkpoint_every: 50,
+                log_every: 10,
+                cache_prefix: true,
+                prefix_cache_dir: Some(prefix_cache_dir(dir)),
+                reporter: reporter.trainer(),
+                collective: &crate::dist::SingleProcess,
+            },
         )?;
         let rec = record_of(sweep, &trial, summary, start.elapsed().as_secs_f64())?;
         reporter.trial_end(&rec);
@@ -137,6 +146,12 @@ pub fn run(sweep: &Sweep, dir: &Path, reporter: &mut dyn SweepReporter) -> Resul
     }
     write_summary(sweep, dir, &records, total)?;
     Ok(in_trial_order(sweep, records))
+}
+
+/// Where a sweep keeps its frozen-prefix caches: trials that share a model, a lowest
+/// intervened layer and data build each once.
+pub fn prefix_cache_dir(dir: &Path) -> PathBuf {
+    dir.join("prefix-cache")
 }
 
 /// `records` sorted as the trials are listed.

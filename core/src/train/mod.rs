@@ -7,6 +7,7 @@
 pub mod adamw;
 pub mod checkpoint;
 mod log;
+pub mod prefix_store;
 mod reporter;
 pub mod run_dir;
 pub mod schedule;
@@ -42,6 +43,9 @@ pub struct TrainOptions<'a> {
     pub log_every: usize,
     /// Cache the frozen layers below the lowest intervention (on by default).
     pub cache_prefix: bool,
+    /// Keep those caches in this folder and reuse them across runs (a sweep's trials);
+    /// None: build them in memory each run.
+    pub prefix_cache_dir: Option<PathBuf>,
     pub reporter: &'a mut dyn Reporter,
     /// The data-parallel world (`dist::world::connect`; `&SingleProcess` for one process).
     /// Every rank trains its share of each batch; rank 0 alone evaluates and writes.
@@ -175,12 +179,24 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     let prefix_layer = if opts.cache_prefix { plan.frozen_prefix_layers() } else { 0 };
     let caches = if prefix_layer > 0 {
         let started = Instant::now();
-        let build = |e: &Encoded| PrefixCache::build(backbone.as_ref(), prefix_layer, &e.ids, pad, 64, &device);
+        let reused = std::cell::Cell::new(0usize);
+        let build = |e: &Encoded| match &opts.prefix_cache_dir {
+            Some(dir) => prefix_store::load_or_build(dir, backbone.as_ref(), &plan.model_dir, base_dtype, prefix_layer, &e.ids, pad, &device).map(|(c, read)| {
+                reused.set(reused.get() + read as usize);
+                c
+            }),
+            None => PrefixCache::build(backbone.as_ref(), prefix_layer, &e.ids, pad, 64, &device),
+        };
         // Only rank 0 evaluates.
         let c = (build(&train_set)?, dev_set.as_ref().filter(|_| root).map(build).transpose()?, test_set.as_ref().filter(|_| root).map(build).transpose()?);
         let bytes = c.0.bytes() + c.1.as_ref().map_or(0, |x| x.bytes()) + c.2.as_ref().map_or(0, |x| x.bytes());
+        let how = match (&opts.prefix_cache_dir, reused.get()) {
+            (Some(dir), 0) => format!(", written to {}", dir.display()),
+            (Some(dir), n) => format!(", {n} of them read from {}", dir.display()),
+            (None, _) => String::new(),
+        };
         reporter.message(&format!(
-            "cached the frozen layers below layer {prefix_layer} ({:.0} MB, {:.1} s)",
+            "cached the frozen layers below layer {prefix_layer} ({:.0} MB, {:.1} s{how})",
             bytes as f64 / 1e6,
             started.elapsed().as_secs_f64()
         ));
