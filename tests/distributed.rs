@@ -4,7 +4,9 @@
 //!   32, within 1e-5 after 20 updates with dropout 0: LoReFT and LoRA on the tiny model, and
 //!   LoReFT on MiniLM;
 //! - a killed rank stops the run with an error that names it, and the last checkpoint stays
-//!   intact: one process resumes it to the end.
+//!   intact: one process resumes it to the end;
+//! - on GPUs (`--features cuda,nccl`), ranks whose gradients NCCL sums train what one GPU
+//!   process trains.
 #![cfg(feature = "mpi")]
 
 mod common;
@@ -60,18 +62,26 @@ fn checkpoint_state(run: &Path) -> HashMap<String, Tensor> {
 /// Train `recipe` (with `set`) as one process and as two ranks; every tensor of the final
 /// checkpoint (weights and AdamW moments) must agree within `tol`.
 fn one_process_equals_two_ranks(recipe: &Path, set: &[&str], tol: f32) {
+    one_process_equals_ranks(2, recipe, set, tol, "");
+}
+
+/// Train `recipe` (with `set`) as one process and as `ranks` ranks, whose collective's
+/// description must contain `library`; every tensor of the final checkpoint (weights and
+/// AdamW moments) must agree within `tol`.
+fn one_process_equals_ranks(ranks: usize, recipe: &Path, set: &[&str], tol: f32, library: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("ranks"));
     let mut args = vec!["train", recipe.to_str().unwrap()];
     for s in set {
         args.extend(["--set", s]);
     }
     let out = Command::new(reft_bin()).args(&args).args(["--out", one.to_str().unwrap()]).env("RAYON_NUM_THREADS", "1").output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let out = mpirun(2, &args).args(["--out", two.to_str().unwrap()]).output().unwrap();
+    let out = mpirun(ranks, &args).args(["--out", two.to_str().unwrap()]).output().unwrap();
     let printed = text(&out);
     assert!(out.status.success(), "{printed}");
-    assert!(printed.contains("data parallel: 2 ranks") && printed.contains("global batch 32"), "{printed}");
+    let banner = format!("data parallel: {ranks} rank{} over {library}", if ranks == 1 { "" } else { "s" });
+    assert!(printed.contains(&banner) && printed.contains("global batch 32"), "no `{banner}`: {printed}");
     // Rank 0 alone printed the summary.
     assert_eq!(printed.matches("best epoch").count(), 1, "{printed}");
     let (a, b) = (checkpoint_state(&one), checkpoint_state(&two));
@@ -84,7 +94,7 @@ fn one_process_equals_two_ranks(recipe: &Path, set: &[&str], tol: f32) {
             worst = (d, name.clone());
         }
     }
-    assert!(worst.0 <= tol, "{} differs by {} between one process and two ranks", worst.1, worst.0);
+    assert!(worst.0 <= tol, "{} differs by {} between one process and {ranks} ranks", worst.1, worst.0);
     // The run moved: the trained weights are not still at their start.
     let progress: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(two.join("checkpoint/progress.json")).unwrap()).unwrap();
     assert_eq!(progress["progress"]["global_step"], 20, "{progress}");
@@ -97,6 +107,15 @@ fn two_ranks_train_the_loreft_adapter_of_one_process() {
     let tmp = tempfile::tempdir().unwrap();
     let recipe = tiny_recipe(tmp.path(), "  - { kind: loreft, hooks: \"layers[0,1].block_output\", positions: f1+l1, rank: 2 }", 20);
     one_process_equals_two_ranks(&recipe, &[], 1e-5);
+}
+
+/// Under a launcher the gradients go through the library even for one rank (that is how a
+/// one-GPU NCCL run is checked): the round trip must change nothing.
+#[test]
+fn one_rank_under_mpirun_trains_the_adapter_of_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(tmp.path(), "  - { kind: loreft, hooks: \"layers[0,1].block_output\", positions: f1+l1, rank: 2 }", 20);
+    one_process_equals_ranks(1, &recipe, &[], 0.0, "MPI (");
 }
 
 #[test]
@@ -171,4 +190,21 @@ fn a_world_larger_than_the_batch_is_refused() {
     let printed = text(&out);
     assert!(!out.status.success(), "{printed}");
     assert!(printed.contains("batch_size") && printed.contains("3 ranks"), "{printed}");
+}
+
+/// GPU sessions (`--features cuda,nccl`): NCCL sums the gradients. One rank on one GPU trains
+/// what one process on that GPU trains (under a launcher the all-reduce runs even for one
+/// rank, so this is NCCL's path); with two GPUs or more, two ranks train what one does.
+#[cfg(all(feature = "nccl", feature = "cuda"))]
+#[test]
+fn nccl_ranks_on_gpus_train_the_adapter_of_one_gpu_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(tmp.path(), "  - { kind: loreft, hooks: \"layers[0,1].block_output\", positions: f1+l1, rank: 2 }", 20);
+    one_process_equals_ranks(1, &recipe, &["model.device=cuda"], 1e-5, "NCCL on GPU 0");
+    let gpus = Command::new("nvidia-smi").arg("-L").output().map(|o| String::from_utf8_lossy(&o.stdout).lines().count()).unwrap_or(0);
+    if gpus >= 2 {
+        one_process_equals_ranks(2, &recipe, &["model.device=cuda"], 1e-5, "NCCL on GPU 0");
+    } else {
+        eprintln!("one GPU ({gpus} listed by nvidia-smi -L): the two-rank NCCL comparison needs two");
+    }
 }

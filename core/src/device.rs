@@ -1,7 +1,6 @@
 //! Choosing the compute device from a recipe's `device:` string.
 
 use crate::error::{Error, Result};
-use candle_core::Device;
 
 /// `cpu`, or `cuda` / `cuda:N` (needs reft built with `--features cuda`).
 /// Check a device name without opening the device: syntax, and CUDA compiled in. `reft
@@ -27,10 +26,4 @@ pub fn validate(text: &str) -> Result<Option<usize>> {
     Ok(Some(ordinal))
 }
 
-/// Open the device a recipe names (`cpu`, `cuda`, `cuda:N`).
-pub fn parse(text: &str) -> Result<Device> {
-    match validate(text)? {
-        None => Ok(Device::Cpu),
-        Some(ordinal) => Device::new_cuda(ordinal).map_err(|e| Error::Other(format!("device `{}`: {e}", text.trim()))),
-    }
-}
+// Opening the device is per rank under a launcher: dist::rank_device.

@@ -96,12 +96,13 @@ pub fn train_and_report(args: Args) -> anyhow::Result<Trained> {
     });
     // Under mpirun/srun this process is one rank of a data-parallel run: rank 0 shows the
     // progress and prints the summary; the others train their shares silently.
-    let world = reft_core::dist::world::connect()?;
+    let world = reft_core::dist::world::connect(&plan.recipe.recipe.model.device)?;
     let root = world.is_root();
-    if root && world.world_size() > 1 {
+    if root && !world.is_single_process() {
         eprintln!(
-            "data parallel: {} ranks over {}; global batch {} (about {} per rank)",
+            "data parallel: {} rank{} over {}; global batch {} (about {} per rank)",
             world.world_size(),
+            if world.world_size() == 1 { "" } else { "s" },
             world.describe(),
             plan.recipe.recipe.train.batch_size,
             plan.recipe.recipe.train.batch_size.div_ceil(world.world_size())

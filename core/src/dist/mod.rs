@@ -4,6 +4,8 @@
 //! - [`Collective`]: rank, world size, all-reduce (sum) of f32 buffers, broadcast, barrier;
 //! - [`SingleProcess`]: the default, world size 1, no dependency;
 //! - [`mpi`] (cargo feature `mpi`): Open MPI or MPICH through rsmpi, started by `mpirun`/`srun`;
+//! - [`nccl`] (cargo feature `nccl`): NCCL through cudarc for the gradients of ranks on GPUs,
+//!   MPI for the rest (Horovod's split);
 //! - [`world`]: which of these the environment asks for (`reft train` takes no flag for it).
 //!
 //! With ReFT and LoRA the frozen base is replicated and only the trainable state (kilobytes to
@@ -11,6 +13,8 @@
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod grads;
 pub mod world;
 
@@ -22,6 +26,11 @@ pub trait Collective {
     /// This process's rank, `0..world_size`.
     fn rank(&self) -> usize;
     fn world_size(&self) -> usize;
+    /// This rank's place among the ranks on its machine: the GPU a recipe's `device: cuda`
+    /// gives it ([`gpu_of_rank`]).
+    fn local_rank(&self) -> usize {
+        0
+    }
     /// Element-wise sum over all ranks, in place; every rank gets the result.
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()>;
     /// Element-wise sum of f64 values (counts and metrics that must stay exact).
@@ -32,6 +41,11 @@ pub trait Collective {
     fn barrier(&self) -> Result<()>;
     /// The library underneath, for messages (`single process`, `MPI (Open MPI v4.1.4)`).
     fn describe(&self) -> String;
+
+    /// No launcher, no library: [`SingleProcess`]. The trainer then skips the all-reduce.
+    fn is_single_process(&self) -> bool {
+        false
+    }
 
     /// Rank 0 writes checkpoints, the adapter, logs and plots; the others write nothing.
     fn is_root(&self) -> bool {
@@ -72,6 +86,31 @@ impl Collective for SingleProcess {
     }
     fn describe(&self) -> String {
         "single process".into()
+    }
+    fn is_single_process(&self) -> bool {
+        true
+    }
+}
+
+/// The CUDA device a rank trains on, from the recipe's `device:` (None: the CPU). Under a
+/// launcher, `cuda` without an ordinal means the GPU of the rank's local rank, one rank per
+/// GPU, as Horovod and torchrun place them; `cuda:N` is taken as written (with
+/// `CUDA_VISIBLE_DEVICES` set per rank, say).
+pub fn gpu_of_rank(device: &str, local_rank: usize, world_size: usize) -> Result<Option<usize>> {
+    let ordinal = crate::device::validate(device)?;
+    Ok(match ordinal {
+        Some(_) if world_size > 1 && device.trim() == "cuda" => Some(local_rank),
+        other => other,
+    })
+}
+
+/// Open the device this rank trains on ([`gpu_of_rank`]).
+pub fn rank_device(device: &str, c: &dyn Collective) -> Result<candle_core::Device> {
+    match gpu_of_rank(device, c.local_rank(), c.world_size())? {
+        None => Ok(candle_core::Device::Cpu),
+        Some(gpu) => candle_core::Device::new_cuda(gpu).map_err(|e| {
+            crate::error::Error::Other(format!("device `{}` (rank {}: GPU {gpu}): {e}", device.trim(), c.rank()))
+        }),
     }
 }
 
@@ -139,6 +178,19 @@ mod tests {
                 let sizes: Vec<usize> = (0..world).map(|r| shard(&batch, r, world).len()).collect();
                 assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
             }
+        }
+    }
+
+    #[test]
+    fn a_bare_cuda_device_means_the_local_ranks_gpu_under_a_launcher() {
+        assert_eq!(gpu_of_rank("cpu", 3, 4).unwrap(), None);
+        if cfg!(feature = "cuda") {
+            assert_eq!(gpu_of_rank("cuda", 3, 4).unwrap(), Some(3));
+            assert_eq!(gpu_of_rank("cuda", 3, 1).unwrap(), Some(0));
+            assert_eq!(gpu_of_rank("cuda:1", 3, 4).unwrap(), Some(1));
+        } else {
+            let e = gpu_of_rank("cuda", 3, 4).unwrap_err().to_string();
+            assert!(e.contains("built without CUDA"), "{e}");
         }
     }
 }

@@ -8,8 +8,10 @@ use mpi::collective::SystemOperation;
 use mpi::traits::*;
 
 pub struct Mpi {
-    // Dropped last: MPI_Finalize.
     world: mpi::topology::SimpleCommunicator,
+    /// This rank's place among the ranks on its machine (for the GPU it takes).
+    local_rank: usize,
+    // Dropped last: MPI_Finalize.
     _universe: mpi::environment::Universe,
 }
 
@@ -19,7 +21,9 @@ impl Mpi {
         let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
             .ok_or_else(|| Error::Other("MPI is already initialised in this process".into()))?;
         let world = universe.world();
-        Ok(Mpi { world, _universe: universe })
+        // The ranks that share this machine's memory are the ones on this machine.
+        let local_rank = world.split_shared(0).rank() as usize;
+        Ok(Mpi { world, local_rank, _universe: universe })
     }
 }
 
@@ -29,6 +33,9 @@ impl Collective for Mpi {
     }
     fn world_size(&self) -> usize {
         self.world.size() as usize
+    }
+    fn local_rank(&self) -> usize {
+        self.local_rank
     }
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
         let send = buf.to_vec();

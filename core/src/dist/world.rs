@@ -33,16 +33,17 @@ pub fn launch() -> Option<Launch> {
     None
 }
 
-/// Join the world the environment describes: one process without a launcher; MPI under one
-/// (built with the `mpi` feature). A multi-rank launch of a build without MPI is refused:
-/// the ranks would each train alone and write the same folder.
-pub fn connect() -> Result<Box<dyn Collective>> {
+/// Join the world the environment describes, for a run on the recipe's `device`: one process
+/// without a launcher; under one, MPI (built with the `mpi` feature), or NCCL for ranks on
+/// GPUs (built with `nccl`, and `cuda` to train on them). A multi-rank launch of a build
+/// without MPI is refused: the ranks would each train alone and write the same folder.
+pub fn connect(device: &str) -> Result<Box<dyn Collective>> {
     let Some(launch) = launch() else { return Ok(Box::new(SingleProcess)) };
-    connect_launched(launch)
+    connect_launched(launch, device)
 }
 
 #[cfg(feature = "mpi")]
-fn connect_launched(launch: Launch) -> Result<Box<dyn Collective>> {
+fn connect_launched(launch: Launch, device: &str) -> Result<Box<dyn Collective>> {
     let mpi = super::mpi::Mpi::init()?;
     if mpi.world_size() != launch.world_size || mpi.rank() != launch.rank {
         return Err(Error::Other(format!(
@@ -54,11 +55,18 @@ fn connect_launched(launch: Launch) -> Result<Box<dyn Collective>> {
             mpi.world_size()
         )));
     }
+    #[cfg(feature = "nccl")]
+    if let Some(gpu) = super::gpu_of_rank(device, mpi.local_rank(), mpi.world_size())? {
+        return Ok(Box::new(super::nccl::Nccl::init(mpi, gpu)?));
+    }
+    // Ranks on the CPU, or on GPUs in a build without NCCL (the gradients then travel
+    // through host memory over MPI).
+    let _ = device;
     Ok(Box::new(mpi))
 }
 
 #[cfg(not(feature = "mpi"))]
-fn connect_launched(launch: Launch) -> Result<Box<dyn Collective>> {
+fn connect_launched(launch: Launch, _device: &str) -> Result<Box<dyn Collective>> {
     if launch.world_size <= 1 {
         return Ok(Box::new(SingleProcess));
     }

@@ -80,7 +80,6 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     let data = r.data.as_ref().ok_or_else(|| recipe.error_at_key("model", "the recipe has no `data:` section to train on"))?;
     // Plan::new checked every `train:` and `data:` number (recipe/train_check.rs).
     let t = &r.train;
-    let device = crate::device::parse(&r.model.device).map_err(|e| recipe.error_at("model.device", e.to_string()))?;
     // Mixed precision: the frozen base computes in the recipe's dtype; interventions, head,
     // optimiser state and loss stay in f32 (states are cast at the hooks).
     let base_dtype = r.model.dtype.dtype();
@@ -88,6 +87,8 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     let reporter = opts.reporter;
     let world = opts.collective;
     let root = world.is_root();
+    // Under a launcher, `device: cuda` is the GPU of this rank's local rank (dist::gpu_of_rank).
+    let device = dist::rank_device(&r.model.device, world).map_err(|e| recipe.error_at("model.device", e.to_string()))?;
     let identity = run_dir::RunIdentity::of(plan)?;
     // Every rank must train the same recipe on the same data with the same binary.
     if world.world_size() > 1 {
