@@ -55,16 +55,8 @@ fn loss_falls_within_a_few_updates_and_same_seed_same_run() {
     let path = recipe(tmp.path(), &gguf, "max_steps: 9, batch_size: 8, lr: 1.0e-2, seed: 42");
     let run = |out: &str| {
         let plan = Plan::new(LoadedRecipe::load(&path).unwrap()).unwrap();
-        let opts = TrainOptions {
-            run_dir: tmp.path().join(out),
-            resume: false,
-            checkpoint_every: 0,
-            log_every: 1,
-            cache_prefix: true,
-            prefix_cache_dir: None,
-            reporter: &mut Silent,
-            collective: &reft_core::dist::SingleProcess,
-        };
+        let mut silent = Silent;
+        let opts = TrainOptions { log_every: 1, ..TrainOptions::one_process(tmp.path().join(out), &mut silent) };
         train::train(&plan, opts).unwrap()
     };
     let a = run("a");
@@ -251,16 +243,8 @@ fn causal_recipe_mistakes_name_their_line() {
     let path = tmp.path().join("long.yaml");
     std::fs::write(&path, format!("{head}task: {{ kind: causal_lm }}\ndata: {{ train: long.jsonl, max_length: {max_length} }}\ninterventions:\n  - {{ kind: loreft, hooks: \"layers[3].block_output\", positions: l1, rank: 4 }}\n")).unwrap();
     let plan = Plan::new(LoadedRecipe::load(&path).unwrap()).unwrap();
-    let opts = TrainOptions {
-        run_dir: tmp.path().join("run"),
-        resume: false,
-        checkpoint_every: 0,
-        log_every: 1,
-        cache_prefix: true,
-        prefix_cache_dir: None,
-        reporter: &mut Silent,
-        collective: &reft_core::dist::SingleProcess,
-    };
+    let mut silent = Silent;
+    let opts = TrainOptions { log_every: 1, ..TrainOptions::one_process(tmp.path().join("run"), &mut silent) };
     let e = train::train(&plan, opts).unwrap_err().to_string();
     assert!(e.contains("long.jsonl:2") && e.contains("max_length"), "{e}");
 }

@@ -127,16 +127,7 @@ fn bench_run(recipe: &str, epochs: usize, overrides: &[String]) {
     let t0 = Instant::now();
     let summary = reft_core::train::train(
         &plan,
-        reft_core::train::TrainOptions {
-            run_dir: out.clone(),
-            resume: false,
-            checkpoint_every: 0,
-            log_every: 50,
-            cache_prefix: true,
-            prefix_cache_dir: None,
-            reporter: &mut reft_core::train::Silent,
-            collective: &reft_core::dist::SingleProcess,
-        },
+        reft_core::train::TrainOptions { log_every: 50, ..reft_core::train::TrainOptions::one_process(out.clone(), &mut reft_core::train::Silent) },
     )
     .unwrap();
     let wall = t0.elapsed().as_secs_f64();

@@ -52,6 +52,24 @@ pub struct TrainOptions<'a> {
     pub collective: &'a dyn Collective,
 }
 
+impl<'a> TrainOptions<'a> {
+    /// One process training a fresh run into `run_dir`: no checkpoints but the epoch ends',
+    /// a log record every 10 updates, the frozen prefix cached in memory. Callers change the
+    /// fields they need (`TrainOptions { resume: true, ..TrainOptions::one_process(dir, r) }`).
+    pub fn one_process(run_dir: PathBuf, reporter: &'a mut dyn Reporter) -> Self {
+        TrainOptions {
+            run_dir,
+            resume: false,
+            checkpoint_every: 0,
+            log_every: 10,
+            cache_prefix: true,
+            prefix_cache_dir: None,
+            reporter,
+            collective: &dist::SingleProcess,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainSummary {
     pub run_dir: PathBuf,
