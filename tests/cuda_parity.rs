@@ -704,9 +704,10 @@ fn train_on(model: &Path, data: &Path, device: &str, out: &Path) -> Result<reft_
         checkpoint_every: 4,
         log_every: 1,
         cache_prefix: true,
-            prefix_cache_dir: None,
+        prefix_cache_dir: None,
         reporter: &mut reft_core::train::Silent,
         collective: &reft_core::dist::SingleProcess,
+        early_stop: None,
     };
     Ok(reft_core::train::train(&plan, opts).with_context(|| format!("reft_core::train::train with device: {device}"))?)
 }

@@ -1,6 +1,7 @@
 //! `reft sweep` on the tiny test model: a grid over two keys and two seeds, the ranking by
 //! mean dev (recomputed here from sweep.jsonl), resume after a kill (finished trials are not
-//! trained again), and errors that name the sweep file's line and column.
+//! trained again), errors that name the sweep file's line and column, and the median rule
+//! that stops hopeless trials early.
 
 mod common;
 
@@ -171,6 +172,70 @@ fn sweep_errors_name_the_line_and_column() {
     assert!(err.contains("sweep.yaml:1:1") && err.contains("no recipe at"), "{err}");
     let err = sweep_fails("recipe: recipe.yaml\ngrid:\n  train.lr: [0.01, -1]\n");
     assert!(err.contains("sweep.yaml:3:3") && err.contains("train.lr"), "{err}");
+    let err = sweep_fails("recipe: recipe.yaml\nearly_stop:\n  after_epoch: 0\n");
+    assert!(err.contains("sweep.yaml:3:3") && err.contains("counts from 1"), "{err}");
+    let err = sweep_fails("recipe: recipe.yaml\nearly_stop: { after_epoch: 1, median: true }\n");
+    assert!(err.contains("sweep.yaml:2") && err.contains("unknown field `median`"), "{err}");
+}
+
+/// The median rule: a trial whose dev accuracy after epoch 1 is below the median of the
+/// earlier trials' stops there, keeps its best epoch, and is still evaluated and recorded;
+/// the trials above the median train every epoch.
+#[test]
+fn the_median_rule_stops_a_hopeless_trial_after_its_first_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_recipe(tmp.path(), 3);
+    // Data a trial can learn in one epoch: the label is in the words (of the tiny vocabulary).
+    let (pos, neg) = (["good", "love", "hi"], ["bad", "hate", "not"]);
+    let mut rows = String::from("text\tlabel\n");
+    for i in 0..96 {
+        let words = if i % 2 == 1 { pos } else { neg };
+        let text: Vec<&str> = (0..4).map(|k| words[(i + k) % 3]).collect();
+        rows.push_str(&format!("{}\t{}\n", text.join(" "), i % 2));
+    }
+    std::fs::write(tmp.path().join("train.tsv"), &rows).unwrap();
+    std::fs::write(tmp.path().join("dev.tsv"), &rows).unwrap();
+    let sweep = tmp.path().join("sweep.yaml");
+    // A learning rate that learns, then one too small to move the weights at all. (Mean
+    // pooling: the random tiny model's pooler flattens the [CLS] state.)
+    std::fs::write(&sweep, "recipe: recipe.yaml\nseeds: [1]\nearly_stop: { after_epoch: 1, min_trials: 1 }\nset:\n  task.pooling: mean\ngrid:\n  train.lr: [0.05, 1.0e-9]\n").unwrap();
+    let out = tmp.path().join("out");
+    let (ok, _, err) = run_reft(&["sweep", sweep.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let recs = records(&out);
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    let (good, hopeless) = (&recs[0], &recs[1]);
+    assert!(good["stopped_after_epoch"].is_null(), "{good}");
+    assert_eq!(good["dev_by_epoch"].as_array().unwrap().len(), 3, "{good}");
+    assert_eq!(hopeless["stopped_after_epoch"], 1, "{hopeless}");
+    let first = hopeless["dev_by_epoch"].as_array().unwrap();
+    assert_eq!(first.len(), 1, "{hopeless}");
+    assert!(first[0].as_f64().unwrap() < good["dev_by_epoch"][0].as_f64().unwrap(), "{recs:?}");
+    assert!(err.contains("stopped after epoch 1 by the median rule"), "{err}");
+    // It trained one epoch and was evaluated as a finished run: its test accuracy is there.
+    let log = std::fs::read_to_string(out.join("c001-s1/metrics.jsonl")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("\"type\":\"epoch\"")).count(), 1, "{log}");
+    assert!(hopeless["test"].as_f64().is_some(), "{hopeless}");
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("1 trial stopped") && summary.contains("| 1 (1 stopped) |"), "{summary}");
+}
+
+/// What `reft sweep --jobs` passes its trials: `reft train --stop-below EPOCH:SCORE`. No
+/// accuracy exceeds 1, so this run stops after epoch 1 of 3, as a finished run.
+#[test]
+fn reft_train_stops_below_a_score_after_the_epoch_it_is_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(tmp.path(), 3);
+    let run = tmp.path().join("run");
+    let (ok, _, err) = run_reft(&["train", recipe.to_str().unwrap(), "--out", run.to_str().unwrap(), "--stop-below", "1:1.01"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("stopped early after epoch 1"), "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["stopped_after_epoch"], 1, "{summary}");
+    assert_eq!(summary["best_epoch"], 1, "{summary}");
+    assert!(summary["test"]["accuracy"].as_f64().is_some(), "{summary}");
+    let (ok, _, err) = run_reft(&["train", recipe.to_str().unwrap(), "--out", run.to_str().unwrap(), "--stop-below", "0:0.5"]);
+    assert!(!ok && err.contains("from 1"), "{err}");
 }
 
 #[test]

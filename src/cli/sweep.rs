@@ -36,7 +36,8 @@ impl SweepReporter for Progress {
     fn trial_end(&mut self, r: &TrialRecord) {
         let pct = |x: f64| format!("{:.2}%", 100.0 * x);
         let show = |x: f64| if r.dev_metrics.as_ref().is_some_and(|m| sweep::record::score(m).1 == sweep::Direction::Lower) { format!("loss {x:.4}") } else { pct(x) };
-        eprintln!("      {}: dev {}, test {}, {:.0} s", r.trial, show(r.dev), r.test.map_or("—".into(), show), r.seconds);
+        let stopped = r.stopped_after_epoch.map_or(String::new(), |e| format!(" (stopped after epoch {e} by the median rule)"));
+        eprintln!("      {}: dev {}, test {}, {:.0} s{stopped}", r.trial, show(r.dev), r.test.map_or("—".into(), show), r.seconds);
     }
     fn trainer(&mut self) -> &mut dyn Reporter {
         &mut self.bar

@@ -54,6 +54,11 @@ pub fn run(sweep: &Sweep, dir: &Path, jobs: usize, mut end: impl FnMut(&TrialRec
                 cmd.arg("--resume");
             }
             cmd.arg("--prefix-cache-dir").arg(sweep::prefix_cache_dir(dir));
+            // The median rule from the trials finished when this one starts (running ones
+            // have no score yet).
+            if let Some(rule) = sweep::early_stop(sweep, &records) {
+                cmd.arg("--stop-below").arg(format!("{}:{}", rule.after_epoch, rule.below));
+            }
             cmd.env("RAYON_NUM_THREADS", threads.to_string()).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
             let child = cmd.spawn().with_context(|| format!("starting {}", exe.display()))?;
             let again = if resumed { " (resuming from its checkpoint)" } else { "" };

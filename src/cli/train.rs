@@ -40,12 +40,17 @@ pub struct Args {
     /// same model, lowest intervened layer and data (`reft sweep` gives its trials one).
     #[arg(long, value_name = "DIR")]
     prefix_cache_dir: Option<PathBuf>,
+    /// Stop after epoch EPOCH if its dev score (accuracy; minus the response loss for a
+    /// causal LM) is below SCORE, keeping the best epoch so far: the median rule of a
+    /// sweep's `early_stop` (`reft sweep --jobs` passes it to its trials).
+    #[arg(long, value_name = "EPOCH:SCORE")]
+    stop_below: Option<train::EarlyStop>,
 }
 
 impl Args {
     /// The defaults `reft run` trains with.
     pub fn for_run(recipe: RecipeArgs) -> Self {
-        Args { recipe, resume: false, checkpoint_every: 50, no_cache: false, json: false, prefix_cache_dir: None }
+        Args { recipe, resume: false, checkpoint_every: 50, no_cache: false, json: false, prefix_cache_dir: None, stop_below: None }
     }
 }
 
@@ -122,6 +127,7 @@ pub fn train_and_report(args: Args) -> anyhow::Result<Trained> {
             prefix_cache_dir: args.prefix_cache_dir.clone(),
             reporter,
             collective: world.as_ref(),
+            early_stop: args.stop_below,
         },
     )
     .map_err(|e| if world.world_size() > 1 { anyhow::anyhow!("rank {}: {e}", world.rank()) } else { e.into() })?;

@@ -14,11 +14,11 @@ pub mod spec;
 
 pub use record::{Direction, TrialRecord, RECORDS_FILE};
 pub use select::{rank, summary_markdown, ConfigResult};
-pub use spec::Sweep;
+pub use spec::{EarlyStopRule, Sweep};
 
 use crate::error::{Error, Result};
 use crate::recipe::{LoadedRecipe, Plan};
-use crate::train::{self, Reporter, TrainOptions};
+use crate::train::{self, EarlyStop, Reporter, TrainOptions};
 use std::path::{Path, PathBuf};
 
 pub const SUMMARY_FILE: &str = "summary.md";
@@ -103,7 +103,24 @@ pub fn record_of(sweep: &Sweep, trial: &Trial, summary: crate::train::TrainSumma
         seconds,
         dev_metrics: Some(dev),
         test_metrics: summary.test,
+        dev_by_epoch: summary.dev_by_epoch,
+        stopped_after_epoch: summary.stopped_after_epoch,
     })
+}
+
+/// The median rule for the next trial, from the trials recorded so far: stop after
+/// `after_epoch` below the median of their scores there. None without `early_stop`, or while
+/// fewer than `min_trials` trials have reached that epoch.
+pub fn early_stop(sweep: &Sweep, records: &[TrialRecord]) -> Option<EarlyStop> {
+    let rule = sweep.early_stop?;
+    let mut scores: Vec<f64> = records.iter().filter_map(|r| r.dev_by_epoch.get(rule.after_epoch - 1).copied()).collect();
+    if scores.len() < rule.min_trials {
+        return None;
+    }
+    scores.sort_by(|a, b| a.total_cmp(b));
+    let n = scores.len();
+    let median = if n % 2 == 1 { scores[n / 2] } else { (scores[n / 2 - 1] + scores[n / 2]) / 2.0 };
+    Some(EarlyStop { after_epoch: rule.after_epoch, below: median })
 }
 
 /// Append a finished trial to `sweep.jsonl` and rewrite `summary.md`.
@@ -138,6 +155,7 @@ pub fn run(sweep: &Sweep, dir: &Path, reporter: &mut dyn SweepReporter) -> Resul
                 prefix_cache_dir: Some(prefix_cache_dir(dir)),
                 reporter: reporter.trainer(),
                 collective: &crate::dist::SingleProcess,
+                early_stop: early_stop(sweep, &records),
             },
         )?;
         let rec = record_of(sweep, &trial, summary, start.elapsed().as_secs_f64())?;
@@ -172,4 +190,51 @@ pub fn write_summary(sweep: &Sweep, dir: &Path, records: &[TrialRecord], total: 
     let path = dir.join(SUMMARY_FILE);
     crate::io::write_atomic(&path, md.as_bytes())?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(dev_by_epoch: Vec<f64>) -> TrialRecord {
+        TrialRecord {
+            trial: "c000-s1".into(),
+            config: 0,
+            seed: 1,
+            overrides: vec![],
+            recipe: None,
+            dev: 0.0,
+            test: None,
+            transfer: Default::default(),
+            trainable_parameters: 1,
+            seconds: 1.0,
+            dev_metrics: None,
+            test_metrics: None,
+            dev_by_epoch,
+            stopped_after_epoch: None,
+        }
+    }
+
+    #[test]
+    fn the_median_rule_waits_for_enough_trials_and_takes_their_median_at_its_epoch() {
+        let mut sweep = Sweep {
+            path: PathBuf::from("s.yaml"),
+            recipes: vec![PathBuf::from("r.yaml")],
+            seeds: vec![1],
+            set: Default::default(),
+            configs: vec![Default::default()],
+            config_recipe: vec![0],
+            early_stop: None,
+        };
+        let recs = vec![record(vec![0.5, 0.875]), record(vec![0.75, 0.625]), record(vec![0.625]), record(vec![0.875, 0.75])];
+        assert_eq!(early_stop(&sweep, &recs), None, "no rule in the sweep file");
+        sweep.early_stop = Some(EarlyStopRule { after_epoch: 2, min_trials: 4 });
+        // Three trials reached epoch 2 (one was stopped after epoch 1): not yet four.
+        assert_eq!(early_stop(&sweep, &recs), None);
+        sweep.early_stop = Some(EarlyStopRule { after_epoch: 2, min_trials: 3 });
+        assert_eq!(early_stop(&sweep, &recs), Some(EarlyStop { after_epoch: 2, below: 0.75 }));
+        sweep.early_stop = Some(EarlyStopRule { after_epoch: 1, min_trials: 3 });
+        // An even count: the mean of the middle two.
+        assert_eq!(early_stop(&sweep, &recs), Some(EarlyStop { after_epoch: 1, below: 0.6875 }));
+    }
 }

@@ -31,6 +31,13 @@ pub struct TrialRecord {
     pub seconds: f64,
     pub dev_metrics: Option<TaskMetrics>,
     pub test_metrics: Option<TaskMetrics>,
+    /// The dev score ([`TaskMetrics::score`]: higher is better) after each epoch: what the
+    /// median rule compares later trials with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dev_by_epoch: Vec<f64>,
+    /// Set when the median rule stopped the trial after this epoch (1-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_after_epoch: Option<usize>,
 }
 
 /// Which way the selection metric is better.

@@ -16,6 +16,8 @@ pub struct ConfigResult {
     /// Mean and sd on each transfer set every seed was evaluated on.
     pub transfer: std::collections::BTreeMap<String, (f64, f64)>,
     pub trainable_parameters: usize,
+    /// How many of its trials the median rule stopped early.
+    pub stopped: usize,
 }
 
 /// Mean and sample standard deviation (0 for one value).
@@ -51,7 +53,8 @@ pub fn rank(records: &[TrialRecord], direction: Direction) -> Vec<ConfigResult> 
                     transfer.insert(name.clone(), mean_sd(&xs));
                 }
             }
-            ConfigResult { config: c, seeds: mine.len(), dev_mean, dev_sd, test_mean, test_sd, transfer, trainable_parameters: mine[0].trainable_parameters }
+            let stopped = mine.iter().filter(|r| r.stopped_after_epoch.is_some()).count();
+            ConfigResult { config: c, seeds: mine.len(), dev_mean, dev_sd, test_mean, test_sd, transfer, trainable_parameters: mine[0].trainable_parameters, stopped }
         })
         .collect();
     out.sort_by(|a, b| {
@@ -80,6 +83,15 @@ pub fn summary_markdown(sweep: &Sweep, ranked: &[ConfigResult], direction: Direc
         sweep.recipes_display(),
         sweep.seeds
     );
+    if let Some(rule) = sweep.early_stop {
+        let stopped: usize = ranked.iter().map(|r| r.stopped).sum();
+        out.push_str(&format!(
+            "Early stopping: the median rule after epoch {} (once {} trials have reached it); {stopped} trial{} stopped there, each keeping its best epoch so far (marked \"stopped\" below).\n\n",
+            rule.after_epoch,
+            rule.min_trials,
+            if stopped == 1 { "" } else { "s" }
+        ));
+    }
     if let Some(best) = ranked.first() {
         out.push_str(&format!(
             "**Best**: {} — dev {}, test {} ({} seed{}, {} trainable parameters)\n\n",
@@ -101,7 +113,7 @@ pub fn summary_markdown(sweep: &Sweep, ranked: &[ConfigResult], direction: Direc
             i + 1,
             sweep.describe(r.config),
             r.trainable_parameters,
-            r.seeds,
+            if r.stopped > 0 { format!("{} ({} stopped)", r.seeds, r.stopped) } else { r.seeds.to_string() },
             pm(r.dev_mean, r.dev_sd),
             r.test_mean.zip(r.test_sd).map_or("—".into(), |(m, s)| pm(m, s))
         ));
@@ -127,6 +139,8 @@ mod tests {
             seconds: 1.0,
             dev_metrics: None,
             test_metrics: None,
+            dev_by_epoch: vec![],
+            stopped_after_epoch: None,
         }
     }
 

@@ -31,6 +31,26 @@ pub struct SweepFile {
     /// Or `trials` configurations drawn with `seed`.
     #[serde(default)]
     pub random: Option<RandomSearch>,
+    /// Stop hopeless trials early by the median rule.
+    #[serde(default)]
+    pub early_stop: Option<EarlyStopRule>,
+}
+
+/// The median stopping rule (as in Vizier and Optuna's median pruner): a trial whose dev
+/// score after epoch `after_epoch` is below the median of the earlier trials' scores after
+/// that epoch stops there, once at least `min_trials` trials have one. It keeps its best
+/// epoch so far and is evaluated and recorded like the others, marked as stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopRule {
+    /// 1-based.
+    pub after_epoch: usize,
+    #[serde(default = "default_min_trials")]
+    pub min_trials: usize,
+}
+
+fn default_min_trials() -> usize {
+    3
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +144,7 @@ pub struct Sweep {
     pub configs: Vec<Config>,
     /// Which of `recipes` each configuration trains.
     pub config_recipe: Vec<usize>,
+    pub early_stop: Option<EarlyStopRule>,
 }
 
 /// `key=value` for `--set`: the value as JSON, which YAML reads back as the same value.
@@ -163,6 +184,14 @@ impl Sweep {
         }
         if let Some((k, _)) = file.grid.iter().find(|(_, v)| v.is_empty()) {
             return Err(fail(key_at(k), format!("grid key `{k}` has no values")));
+        }
+        if let Some(rule) = &file.early_stop {
+            if rule.after_epoch == 0 {
+                return Err(fail(key_at("after_epoch"), "`early_stop.after_epoch` counts from 1: the first epoch is 1".into()));
+            }
+            if rule.min_trials == 0 {
+                return Err(fail(key_at("min_trials"), "`early_stop.min_trials` must be at least 1: the median of no trials is undefined".into()));
+            }
         }
         if !file.grid.is_empty() && file.random.is_some() {
             return Err(fail(key_at("random"), "a sweep is a `grid:` or a `random:` search, not both".into()));
@@ -217,7 +246,7 @@ impl Sweep {
             let n = configs.len();
             (configs, vec![0; n])
         };
-        let sweep = Sweep { path: path.to_path_buf(), recipes, seeds: file.seeds, set: file.set, configs, config_recipe };
+        let sweep = Sweep { path: path.to_path_buf(), recipes, seeds: file.seeds, set: file.set, configs, config_recipe, early_stop: file.early_stop };
         sweep.check(text)?;
         Ok(sweep)
     }

@@ -30,6 +30,10 @@ pub struct Progress {
     pub train_seconds: f64,
     /// Sum of training losses in the epoch so far (for the epoch's mean loss).
     pub epoch_loss_sum: f64,
+    /// The epoch (1-based) after which an early-stopping rule ended the run; a resumed run
+    /// that was stopped stays stopped. Absent in checkpoints of older reft.
+    #[serde(default)]
+    pub stopped_after_epoch: Option<usize>,
 }
 
 pub fn path(run_dir: &Path) -> PathBuf {

@@ -122,6 +122,8 @@ mod tests {
             trainable_parameters: 10,
             steps: 8,
             seconds_per_epoch: 1.5,
+            dev_by_epoch: vec![-1.5],
+            stopped_after_epoch: Some(1),
         };
         let records = [
             Record::Step(StepRecord { step: 4, epoch: 1, loss: 0.7, lr: 1e-3, grad_norm: 0.2, examples_per_sec: 30.0 }),

@@ -50,6 +50,29 @@ pub struct TrainOptions<'a> {
     /// The data-parallel world (`dist::world::connect`; `&SingleProcess` for one process).
     /// Every rank trains its share of each batch; rank 0 alone evaluates and writes.
     pub collective: &'a dyn Collective,
+    /// Stop a hopeless run early (a sweep's median rule); None: train every epoch.
+    pub early_stop: Option<EarlyStop>,
+}
+
+/// Stop after epoch `after_epoch` (1-based) when that epoch's dev score
+/// ([`TaskMetrics::score`]: accuracy, or minus the response loss) is below `below`. The
+/// run then ends as a finished one: its best epoch so far is kept, and test and transfer
+/// sets are evaluated with it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EarlyStop {
+    pub after_epoch: usize,
+    pub below: f64,
+}
+
+impl std::str::FromStr for EarlyStop {
+    type Err = String;
+    /// `EPOCH:SCORE`, as `reft train --stop-below` takes it.
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let (epoch, score) = text.split_once(':').ok_or_else(|| format!("`{text}`: expected EPOCH:SCORE, e.g. 1:0.75"))?;
+        let after_epoch = epoch.trim().parse::<usize>().ok().filter(|&e| e >= 1).ok_or_else(|| format!("`{epoch}`: the epoch is a whole number from 1"))?;
+        let below = score.trim().parse::<f64>().ok().filter(|s| s.is_finite()).ok_or_else(|| format!("`{score}`: the score is a finite number"))?;
+        Ok(EarlyStop { after_epoch, below })
+    }
 }
 
 impl<'a> TrainOptions<'a> {
@@ -66,6 +89,7 @@ impl<'a> TrainOptions<'a> {
             prefix_cache_dir: None,
             reporter,
             collective: &dist::SingleProcess,
+            early_stop: None,
         }
     }
 }
@@ -85,6 +109,23 @@ pub struct TrainSummary {
     pub steps: usize,
     /// Mean training seconds per epoch (evaluation excluded).
     pub seconds_per_epoch: f64,
+    /// The dev score ([`TaskMetrics::score`]) after each epoch trained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dev_by_epoch: Vec<f64>,
+    /// The epoch (1-based) after which [`TrainOptions::early_stop`] ended the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_after_epoch: Option<usize>,
+}
+
+/// The dev score of each epoch in a run's history (epochs without dev data have none).
+fn dev_scores(history: &[serde_json::Value]) -> Vec<f64> {
+    history
+        .iter()
+        .filter_map(|h| match serde_json::from_value::<Record>(h.clone()) {
+            Ok(Record::Epoch(e)) => e.dev.map(|d| d.score()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn step_rng(seed: u64, step: usize) -> SeededRng {
@@ -242,7 +283,17 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
         reporter.message(&format!("resuming at update {} (epoch {}, batch {})", p.global_step, p.epoch + 1, p.batch_in_epoch));
         p
     } else {
-        Progress { global_step: 0, epoch: 0, batch_in_epoch: 0, best_dev_accuracy: None, best_epoch: None, history: vec![], train_seconds: 0.0, epoch_loss_sum: 0.0 }
+        Progress {
+            global_step: 0,
+            epoch: 0,
+            batch_in_epoch: 0,
+            best_dev_accuracy: None,
+            best_epoch: None,
+            history: vec![],
+            train_seconds: 0.0,
+            epoch_loss_sum: 0.0,
+            stopped_after_epoch: None,
+        }
     };
     let log = if root { Some(MetricsLog::open(&opts.run_dir.join("metrics.jsonl"), opts.resume.then_some((progress.global_step, progress.epoch)))?) } else { None };
     let write_log = |record: &Record| log.as_ref().map_or(Ok(()), |l| l.write(record));
@@ -255,7 +306,7 @@ pub fn train(plan: &Plan, opts: TrainOptions) -> Result<TrainSummary> {
     // included) per update, said at the end.
     let mut comm = dist::CommStats::default();
     reporter.begin(total, progress.global_step);
-    'epochs: while progress.epoch < epochs {
+    'epochs: while progress.epoch < epochs && progress.stopped_after_epoch.is_none() {
         let epoch = progress.epoch;
         let order = batch_order(n, t.batch_size, t.seed, epoch, t.bucket_by_length.then_some(&lengths[..]));
         let mut clock = Instant::now();
@@ -360,11 +411,26 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
         if let Some(d) = &dev {
             reporter.epoch(epoch, d, best);
         }
+        // Rank 0 alone has the dev score: it decides, and every rank follows.
+        if let Some(rule) = opts.early_stop.filter(|r| r.after_epoch == epoch + 1 && progress.global_step < total) {
+            let mut worse = [if root && score < rule.below { 1.0 } else { 0.0 }];
+            if !world.is_single_process() {
+                world.all_reduce_sum_f64(&mut worse)?;
+            }
+            if worse[0] > 0.0 {
+                progress.stopped_after_epoch = Some(epoch + 1);
+                reporter.message(&format!(
+                    "stopped early after epoch {}: dev score {score:.4} is below {:.4} (the sweep's median rule); the best epoch so far is kept",
+                    epoch + 1,
+                    rule.below
+                ));
+            }
+        }
         progress.epoch += 1;
         progress.batch_in_epoch = 0;
         progress.epoch_loss_sum = 0.0;
         save_checkpoint(&opt, &progress)?;
-        if progress.global_step >= total {
+        if progress.global_step >= total || progress.stopped_after_epoch.is_some() {
             break;
         }
     }
@@ -384,6 +450,8 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
             trainable_parameters: trainable,
             steps: progress.global_step,
             seconds_per_epoch,
+            dev_by_epoch: vec![],
+            stopped_after_epoch: progress.stopped_after_epoch,
         });
     }
 
@@ -415,6 +483,8 @@ The last good state is saved in {}; lower `train.lr` and resume with --resume, o
         trainable_parameters: trainable,
         steps: progress.global_step,
         seconds_per_epoch,
+        dev_by_epoch: dev_scores(&progress.history),
+        stopped_after_epoch: progress.stopped_after_epoch,
     };
     write_log(&Record::Final(FinalRecord { step: progress.global_step, summary: summary.clone() }))?;
     manifest.metrics = serde_json::to_value(&summary).ok();
