@@ -32,7 +32,13 @@ impl AdamW {
         let bc2 = 1.0 - self.beta2.powi(self.t as i32);
         for ((_, p), (_, m, v)) in params.iter().zip(self.moments.iter_mut()) {
             let Some(g) = grads.get(p.var.as_tensor()) else { continue };
-            let g = (g * clip)?;
+            // candle leaves a variable's gradient attached to the graph it came from (it
+            // detaches only the gradients of intermediate nodes): a weight used directly in a
+            // matmul with activations (NoReFT's W2, an MLP's layers) gets `activationsᵀ · grad`,
+            // which holds the whole step's forward graph. Kept in the moments, each step's
+            // graph would stay alive through the next: memory grew by ~150 MB per update on
+            // MiniLM until the OS killed the run. The moments take plain values.
+            let g = (g.detach() * clip)?;
             *m = ((&*m * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
             *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let mut w = p.var.as_tensor().detach();
@@ -95,5 +101,24 @@ mod tests {
         }
         let p = var.as_tensor().to_vec1::<f64>().unwrap();
         assert!((p[0] - want[0]).abs() < 1e-12 && (p[1] - want[1]).abs() < 1e-12, "{p:?} vs {want:?}");
+    }
+
+    /// A weight multiplied with activations gets a gradient that is still attached to the
+    /// step's graph; the moments must not be, or every step's graph outlives it.
+    #[test]
+    fn the_moments_hold_no_graph_of_the_step() {
+        let dev = Device::Cpu;
+        let w = Var::new(&[[0.5f32, -1.0], [2.0, 0.25]], &dev).unwrap();
+        let upstream = Var::new(&[[1.0f32, 2.0], [3.0, 4.0]], &dev).unwrap();
+        let params = vec![("w".to_string(), NamedVar::trainable("w", w.clone()))];
+        let mut opt = AdamW::new(&params, 0.0).unwrap();
+        // `activations` stands for a hidden state computed from another trainable tensor.
+        let activations = (upstream.as_tensor() * 3.0).unwrap();
+        let loss = activations.matmul(w.as_tensor()).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        assert!(grads.get(w.as_tensor()).unwrap().track_op(), "candle detaches variables' gradients now: this guard may go");
+        opt.step(&params, &grads, 0.1, 1.0).unwrap();
+        let (_, m, v) = &opt.moments[0];
+        assert!(!m.track_op() && !v.track_op(), "the moments keep the step's graph alive");
     }
 }
