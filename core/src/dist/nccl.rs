@@ -74,11 +74,6 @@ NCCL needs an NVIDIA GPU per rank, its driver (libcuda) and libnccl 2 on the lib
         Ok(nccl)
     }
 
-    /// The CUDA device this rank's NCCL communicator runs on.
-    pub fn gpu(&self) -> usize {
-        self.gpu
-    }
-
     /// Sum a known buffer once before training: rank r gives r + 1, so every element must come
     /// back as N(N+1)/2. A mis-wired world (wrong count, type or operation) fails here, by
     /// name, instead of training on wrong gradients.
